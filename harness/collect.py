@@ -1,0 +1,104 @@
+"""Merge the per-job files of a grid into Parquet tables (schema in results/README.md).
+
+    python -m harness.collect results/<grid>
+
+`runs.parquet`: one row per planned job, whatever its state; `epochs.parquet`: one row per job ×
+completed epoch, each loss term a `loss_<name>` column. Both are written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness import grid as gridlib, job as job_runner
+
+SCHEMA_VERSION = 1
+
+RUNS_SCHEMA = pa.schema([
+    ("schema_version", pa.int32()), ("grid", pa.string()), ("job_key", pa.string()), ("stage", pa.string()),
+    ("method", pa.string()), ("seed", pa.int64()), ("teacher_set", pa.string()), ("arch", pa.string()),
+    ("status", pa.string()), ("test_top1", pa.float64()), ("best_val_top1", pa.float64()),
+    ("test_top1_at_best_val", pa.float64()), ("best_epoch", pa.int64()), ("epochs", pa.int64()),
+    ("wall_time_s", pa.float64()), ("train_time_s", pa.float64()), ("train_images_per_s", pa.float64()),
+    ("executor", pa.string()), ("slurm_job_id", pa.string()), ("attempts", pa.int64()),
+    ("git_commit", pa.string()), ("torch_version", pa.string()), ("device", pa.string()),
+    ("mixed_precision", pa.string()), ("host", pa.string()), ("error", pa.string()), ("config_json", pa.string()),
+])
+EPOCH_COLUMNS = [("schema_version", pa.int32()), ("job_key", pa.string()), ("epoch", pa.int64()),
+                 ("lr", pa.float64()), ("train_loss", pa.float64()), ("train_top1", pa.float64()),
+                 ("val_top1", pa.float64()), ("epoch_time_s", pa.float64()), ("images_per_s", pa.float64())]
+
+
+def run_row(grid: str, job: gridlib.Job, folder: Path) -> dict:
+    result = job_runner.read_json(folder / "result.json") or {}
+    attempts = job_runner.read_json(folder / "attempts.json") or {}
+    status = result.get("status") or {"partial": "interrupted", "new": "pending"}[job_runner.state(folder)]
+    row = {name: result.get(name) for name in RUNS_SCHEMA.names}
+    row.update(schema_version=SCHEMA_VERSION, grid=grid, job_key=job.key, stage=job.stage, method=job.method,
+               seed=job.seed, teacher_set=job.teacher_set, arch=job.arch, status=status,
+               mixed_precision=job.config["recipe"]["mixed_precision"],
+               attempts=attempts.get("attempts", 0), wall_time_s=result.get("wall_time_s", attempts.get("wall_time_s")),
+               config_json=json.dumps(job.config, sort_keys=True))
+    if row["epochs"] is None:
+        row["epochs"] = len(job_runner.read_json(folder / "epochs.json") or [])
+    return row
+
+
+def epoch_rows(job: gridlib.Job, folder: Path) -> list[dict]:
+    return [{"schema_version": SCHEMA_VERSION, "job_key": job.key, **r}
+            for r in job_runner.read_json(folder / "epochs.json") or []]
+
+
+def epochs_schema(rows: list[dict]) -> pa.Schema:
+    terms = sorted({k for r in rows for k in r if k.startswith("loss_")})
+    return pa.schema(EPOCH_COLUMNS + [(t, pa.float64()) for t in terms])
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Atomic: a reader sees the old table or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def collect(root: Path) -> tuple[pa.Table, pa.Table]:
+    """Read every planned job's files under `root` (results/<grid>) and write both tables."""
+    record = json.loads((root / "plan.json").read_text())
+    jobs = gridlib.from_record(record)
+    runs = [run_row(record["name"], j, root / "jobs" / j.key) for j in jobs]
+    epochs = [row for j in jobs for row in epoch_rows(j, root / "jobs" / j.key)]
+    schema = epochs_schema(epochs)
+    runs_table = pa.Table.from_pylist(runs, schema=RUNS_SCHEMA)
+    epochs_table = pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in epochs], schema=schema)
+    write_parquet(runs_table, root / "runs.parquet")
+    write_parquet(epochs_table, root / "epochs.parquet")
+    return runs_table, epochs_table
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.collect",
+                                     description="Merge a grid's job folders into runs.parquet and epochs.parquet.")
+    parser.add_argument("root", type=Path, help="the grid's results folder, e.g. results/quick")
+    args = parser.parse_args(argv)
+    if not (args.root / "plan.json").is_file():
+        print(f"error: {args.root} holds no plan.json: is it a grid's results folder?", file=sys.stderr)
+        return 2
+    runs, epochs = collect(args.root)
+    print(f"{args.root}/runs.parquet: {runs.num_rows} rows; {args.root}/epochs.parquet: {epochs.num_rows} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The data set on the training device, augmented there in whole batches.
+
+Images stay uint8 NHWC on the device (the training split pre-padded by 4 pixels once); a batch is
+one gather that crops and flips every image at once, then one fused normalise. The NCHW view of
+NHWC memory is already `channels_last`, so nothing is copied for that either. Shuffling and
+augmentation draw from a generator seeded by (run seed, epoch): an epoch is the same whether the
+run was interrupted before it or not.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from methods import Batch
+
+MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10 training-set statistics (REFERENCE.md)
+STD = (0.2470, 0.2435, 0.2616)
+PAD = 4
+
+
+def to_device(array: np.ndarray, device: torch.device) -> Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+class Normalize:
+    """uint8 NHWC → float NCHW (channels_last memory), (x/255 − mean)/std as one multiply-add."""
+
+    def __init__(self, device: torch.device):
+        std = torch.tensor(STD, device=device)
+        self.scale = (1 / (255 * std)).view(1, 3, 1, 1)
+        self.shift = (-torch.tensor(MEAN, device=device) / std).view(1, 3, 1, 1)
+
+    def __call__(self, images: Tensor) -> Tensor:
+        return torch.addcmul(self.shift, images.permute(0, 3, 1, 2).float(), self.scale)
+
+
+class DeviceData:
+    """Training, validation and test images on one device. `train_batches` augments."""
+
+    def __init__(self, cifar, device: torch.device):
+        self.device = device
+        padded = np.pad(cifar.x_train, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)))
+        self.train_padded = to_device(padded, device)
+        self.train_labels = to_device(cifar.y_train.astype(np.int64), device)
+        self.val = (to_device(cifar.x_val, device), to_device(cifar.y_val.astype(np.int64), device))
+        self.test = (to_device(cifar.x_test, device), to_device(cifar.y_test.astype(np.int64), device))
+        self.normalize = Normalize(device)
+        size = cifar.x_train.shape[1]
+        self.offsets = torch.arange(size, device=device)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_labels)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self.n_train // batch_size
+
+    def train_batches(self, seed: int, epoch: int, batch_size: int, rank: int = 0,
+                      world_size: int = 1) -> Iterator[Batch]:
+        """Shuffled, augmented batches of one epoch (the last partial batch is dropped). With
+        several ranks, each takes its share of every global batch."""
+        gen = torch.Generator(device=self.device).manual_seed(seed * 100_003 + epoch)
+        n = self.n_train
+        order = torch.randperm(n, device=self.device, generator=gen)
+        crops = torch.randint(0, 2 * PAD + 1, (n, 2), device=self.device, generator=gen)
+        flips = torch.rand(n, device=self.device, generator=gen) < 0.5
+        for step in range(self.steps_per_epoch(batch_size)):
+            idx = order[step * batch_size:(step + 1) * batch_size][rank::world_size]
+            yield self.augment(idx, crops[idx], flips[idx])
+
+    def augment(self, idx: Tensor, crops: Tensor, flips: Tensor) -> Batch:
+        """Random crop (from the padded image) and horizontal flip, as one gather."""
+        size = len(self.offsets)
+        rows = crops[:, :1] + self.offsets  # (B, size)
+        cols = torch.where(flips[:, None], size - 1 - self.offsets, self.offsets) + crops[:, 1:]
+        pixels = self.train_padded[idx[:, None, None], rows[:, :, None], cols[:, None, :]]
+        return Batch(self.normalize(pixels), self.train_labels[idx], idx, crops, flips)

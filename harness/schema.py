@@ -1,0 +1,105 @@
+"""Every valid key of a grid file: its type, default and meaning. The single place that defines
+valid parameters: validation (`harness.grid`), the README's key reference and `--help` read it.
+
+`affects_result=False` marks keys left out of the job key (DESIGN.md: the key covers everything
+that changes the result and nothing that does not).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    type: str  # "str" | "int" | "float" | "bool" | "list[int]" | "list[float]" | "list[str]" | "list[list[str]]"
+    default: Any = REQUIRED
+    doc: str = ""
+    choices: tuple = ()
+    minimum: float | None = None
+    optional: bool = False  # may be absent (None) with no default
+    affects_result: bool = True
+
+
+ARCHS = ("resnet20", "resnet32", "resnet56", "resnet110", "vgg19_bn", "densenet121")
+PRECISIONS = ("no", "bf16", "fp16")
+
+TOP = {
+    "name": Key("str", doc="grid name: results go to <out>/<name>/"),
+    "description": Key("str", "", "free text, copied into the report", affects_result=False),
+}
+
+DATA = {
+    "dataset": Key("str", "cifar10", "the data set", choices=("cifar10",)),
+    "root": Key("str", "~/data", "cache written by `python -m harness.data prepare --root`", affects_result=False),
+    "val_size": Key("int", 5000, "validation images held out of the 50k training set, stratified", minimum=10),
+    "split_seed": Key("int", 0, "seed of the train/val split: fixed, never the run's seed", minimum=0),
+    "limit_train": Key("int", doc="seeded stratified subset of the training split (quick runs)", optional=True, minimum=10),
+    "limit_test": Key("int", doc="seeded stratified subset of the test set (quick runs)", optional=True, minimum=10),
+}
+
+TRAIN = {
+    "arch": Key("str", "resnet20", "student architecture", choices=ARCHS),
+    "epochs": Key("int", 200, "training epochs", minimum=1),
+    "batch_size": Key("int", 128, "global batch size (split across ranks)", minimum=1),
+    "optimizer": Key("str", "sgd", "optimizer", choices=("sgd",)),
+    "lr": Key("float", 0.1, "peak learning rate", minimum=0),
+    "momentum": Key("float", 0.9, "SGD momentum", minimum=0),
+    "nesterov": Key("bool", True, "Nesterov momentum"),
+    "weight_decay": Key("float", 5e-4, "L2 weight decay", minimum=0),
+    "schedule": Key("str", "multistep", "learning-rate schedule", choices=("multistep", "cosine", "constant")),
+    "milestones": Key("list[float]", [0.5, 0.75], "multistep: epochs where lr *= gamma; values < 1 are fractions of `epochs`"),
+    "gamma": Key("float", 0.1, "multistep: lr factor at each milestone", minimum=0),
+    "warmup_epochs": Key("float", 0.0, "linear warm-up from 0, in epochs", minimum=0),
+    "label_smoothing": Key("float", 0.0, "label smoothing of the cross-entropy", minimum=0),
+    "mixed_precision": Key("str", "bf16", "autocast precision (fp16 needs a GPU)", choices=PRECISIONS),
+    "eval_batch_size": Key("int", 1000, "batch size of evaluation", minimum=1, affects_result=False),
+    "channels_last": Key("bool", True, "NHWC memory format for the convnets", affects_result=False),
+}
+
+# A teacher: an architecture and seed, its own recipe where it differs from [train] (every [train]
+# key but `arch` may be overridden), or a checkpoint trained elsewhere.
+TEACHER = {
+    "arch": Key("str", doc="teacher architecture", choices=ARCHS),
+    "seed": Key("int", 0, "the teacher's training seed (fixed across student seeds)", minimum=0),
+    "checkpoint": Key("str", doc="weights trained elsewhere: no teacher job", optional=True),
+    **{name: Key(k.type, None, f"override of train.{name}", k.choices, k.minimum, True, k.affects_result)
+       for name, k in TRAIN.items() if name != "arch"},
+}
+
+GRID = {
+    "method": Key("list[str]", doc="methods: a term (`kd`), a composition (`kd+at`) or a [methods.<name>] variant"),
+    "seed": Key("list[int]", [0], "student seeds"),
+    "teacher_set": Key("list[list[str]]", [], "teacher sets, each a list of [teachers.<name>] names"),
+}
+
+CLUSTER = {
+    "executor": Key("str", "local", "where jobs run: one process after another, or in-process for pdb",
+                    choices=("local", "debug"), affects_result=False),
+    "debug_limit_train": Key("int", 512, "debug executor: limit_train where the grid sets none", minimum=10, affects_result=False),
+    "debug_limit_test": Key("int", 500, "debug executor: limit_test where the grid sets none", minimum=10, affects_result=False),
+}
+
+SECTIONS = {"data": DATA, "train": TRAIN, "grid": GRID, "cluster": CLUSTER}
+
+
+def suggest(word: str, options) -> str:
+    """' (did you mean X?)' for a near miss, else the list of what is allowed."""
+    options = list(options)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; allowed: {', '.join(repr(o) for o in options)}" if options else ""
+
+
+def type_ok(value: Any, type_: str) -> bool:
+    """Whether a TOML value has the declared type (an int is a valid float; a bool is no int)."""
+    if type_.startswith("list["):
+        inner = type_[5:-1]
+        return isinstance(value, list) and all(type_ok(v, inner) for v in value)
+    if type_ == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return type(value) is {"str": str, "int": int, "bool": bool}[type_]

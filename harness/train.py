@@ -1,0 +1,204 @@
+"""The training loop of one job: a student (and its method's trainable parts) trained with
+accelerate under the grid's mixed precision, teachers frozen beside it.
+
+A checkpoint is written after every epoch; a job that finds one resumes from it and ends with the
+same numbers as an uninterrupted run (data order and augmentation are seeded by run seed and
+epoch). Nothing synchronises the device inside an epoch except the throttled progress report.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from harness import checkpoint
+from harness.data import load_cifar10
+from harness.data.device import DeviceData
+from harness.evaluate import predict, top1
+from harness.models import build_model
+from methods import Batch, Context, Method, Outputs, build_method
+
+Emit = Callable[[dict], None]
+PROGRESS_EVERY_S = 1.0
+
+
+class Student(nn.Module):
+    """The student and its method as one module, so that one forward yields the losses and DDP
+    synchronises the method's trainable parts (e.g. FitNet regressors) with the student's."""
+
+    def __init__(self, model: nn.Module, method: Method):
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, batch: Batch, teachers: list[Outputs]) -> tuple[dict[str, Tensor], Tensor]:
+        logits, features = self.model(batch.images, features=True)
+        return self.method.losses(batch, Outputs(logits, features), teachers), logits
+
+
+def make_accelerator(precision: str):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    # One process may run several jobs (the debug executor): accelerate's state is a singleton.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
+
+
+def lr_factor(epoch: float, recipe: dict) -> float:
+    """Learning-rate multiplier at a (fractional) epoch: warm-up, then the schedule."""
+    warmup, total = recipe["warmup_epochs"], recipe["epochs"]
+    if epoch < warmup:
+        return epoch / warmup
+    if recipe["schedule"] == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(total - warmup, 1e-9)))
+    if recipe["schedule"] == "multistep":
+        milestones = [m * total if m < 1 else m for m in recipe["milestones"]]
+        return recipe["gamma"] ** sum(epoch >= m for m in milestones)
+    return 1.0
+
+
+def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
+    """Train the job described by `spec` (see harness.job) in `folder`; return its metrics."""
+    config, runtime = spec["config"], spec["runtime"]
+    recipe, data_cfg = config["recipe"], config["data"]
+    accelerator = make_accelerator(recipe["mixed_precision"])
+    device = accelerator.device
+    memory_format = torch.channels_last if runtime.get("channels_last", True) else torch.contiguous_format
+
+    torch.manual_seed(config["seed"])
+    cifar = load_cifar10(spec["data_root"], val_size=data_cfg["val_size"], split_seed=data_cfg["split_seed"],
+                         limit_train=data_cfg["limit_train"], limit_test=data_cfg["limit_test"])
+    data = DeviceData(cifar, device)
+    model = build_model(config["arch"]).to(device, memory_format=memory_format)
+    teachers = [checkpoint.load_frozen(path, arch, device, memory_format) for arch, path in spec["teachers"]]
+    method = build_method(config["method"], Context(model, teachers, recipe["label_smoothing"])).to(device)
+    student = Student(model, method)
+    optimizer = torch.optim.SGD(student.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
+                                nesterov=recipe["nesterov"] and recipe["momentum"] > 0,
+                                weight_decay=recipe["weight_decay"])
+    steps = data.steps_per_epoch(recipe["batch_size"])
+    if steps == 0:
+        raise ValueError(f"batch_size {recipe['batch_size']} exceeds the {data.n_train} training images")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step / steps, recipe))
+    wrapped, optimizer = accelerator.prepare(student, optimizer)
+
+    state = Progress.resume(folder / "checkpoint.pt", student, optimizer, scheduler, device)
+    emit({"event": "start", "epochs": recipe["epochs"], "steps_per_epoch": steps,
+          "resumed_from": state.epoch, "history": state.history, "device": str(device)})
+    evaluate = lambda m, split: top1(predict(m, split[0], data.normalize, runtime["eval_batch_size"],
+                                             accelerator.autocast), split[1])
+    for epoch in range(state.epoch, recipe["epochs"]):
+        row = train_epoch(wrapped, optimizer, scheduler, data, method, accelerator, config["seed"],
+                          epoch, recipe["batch_size"], lambda info: emit({"event": "step", "epoch": epoch, **info}))
+        model.eval()
+        row["val_top1"] = evaluate(model, data.val)
+        state.add(row, model)
+        if accelerator.is_main_process:
+            state.save(folder, student, optimizer, scheduler)
+        emit({"event": "epoch", **row, "epochs": recipe["epochs"]})
+
+    model.eval()
+    metrics = {"test_top1": evaluate(model, data.test), "device": str(device),
+               "mixed_precision": recipe["mixed_precision"], **state.summary()}
+    if state.best_weights is not None:
+        model.load_state_dict(state.best_weights)
+        metrics["test_top1_at_best_val"] = evaluate(model, data.test)
+        model.load_state_dict(state.last_weights)
+    if accelerator.is_main_process:
+        checkpoint.save_weights(folder / "model.pt", config["arch"], model)
+    return metrics
+
+
+def train_epoch(wrapped, optimizer, scheduler, data: DeviceData, method: Method, accelerator,
+                seed: int, epoch: int, batch_size: int, report: Callable[[dict], None]) -> dict:
+    """One epoch; loss terms and accuracy are summed on the device and read once at the end."""
+    wrapped.train()
+    sums: dict[str, Tensor] = {}
+    correct = torch.zeros((), device=data.device)
+    seen, last_report, start = 0, time.perf_counter(), time.perf_counter()
+    lr = optimizer.param_groups[0]["lr"]
+    steps = data.steps_per_epoch(batch_size)
+    for step, batch in enumerate(data.train_batches(seed, epoch, batch_size, accelerator.process_index,
+                                                    accelerator.num_processes)):
+        with accelerator.autocast():
+            teacher_outs = method.teacher_outputs(batch.images)
+        losses, logits = wrapped(batch, teacher_outs)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0) + value.detach()
+        correct += (logits.argmax(1) == batch.labels).sum()
+        seen += len(batch.labels)
+        if time.perf_counter() - last_report > PROGRESS_EVERY_S:
+            last_report = time.perf_counter()
+            report({"step": step + 1, "steps": steps, "loss": sum(sums.values()).item() / (step + 1)})
+    if data.device.type == "cuda":
+        torch.cuda.synchronize(data.device)
+    elapsed = time.perf_counter() - start
+    terms = reduce_mean(accelerator, {k: v / steps for k, v in sums.items()})
+    correct = accelerator.reduce(correct, reduction="sum").item()
+    total_seen = seen * accelerator.num_processes
+    return {"epoch": epoch + 1, "lr": lr, "train_loss": sum(terms.values()),
+            **{f"loss_{k}": v for k, v in terms.items()}, "train_top1": 100 * correct / total_seen,
+            "epoch_time_s": elapsed, "images_per_s": total_seen / elapsed}
+
+
+def reduce_mean(accelerator, values: dict[str, Tensor]) -> dict[str, float]:
+    if not values:
+        return {}
+    stacked = accelerator.reduce(torch.stack(list(values.values())).float(), reduction="mean")
+    return dict(zip(values, stacked.tolist()))
+
+
+class Progress:
+    """What survives an interruption: completed epochs, their rows, the best-val weights."""
+
+    def __init__(self):
+        self.epoch, self.history = 0, []
+        self.best_val, self.best_epoch, self.best_weights, self.last_weights = -1.0, 0, None, None
+
+    @classmethod
+    def resume(cls, path: Path, student, optimizer, scheduler, device) -> "Progress":
+        state = cls()
+        if path.exists():
+            ckpt = checkpoint.load(path, device)
+            student.load_state_dict(ckpt["student"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+            if torch.cuda.is_available() and ckpt["rng"].get("cuda"):
+                torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
+            state.epoch, state.history = ckpt["epoch"], ckpt["history"]
+            state.best_val, state.best_epoch, state.best_weights = ckpt["best_val"], ckpt["best_epoch"], ckpt["best_weights"]
+            state.last_weights = student.model.state_dict()
+        return state
+
+    def add(self, row: dict, model: nn.Module) -> None:
+        self.epoch = row["epoch"]
+        self.history.append(row)
+        self.last_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if row["val_top1"] > self.best_val:
+            self.best_val, self.best_epoch, self.best_weights = row["val_top1"], row["epoch"], self.last_weights
+
+    def save(self, folder: Path, student, optimizer, scheduler) -> None:
+        rng = {"torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        checkpoint.save(folder / "checkpoint.pt", {
+            "epoch": self.epoch, "history": self.history, "student": student.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+            "best_val": self.best_val, "best_epoch": self.best_epoch, "best_weights": self.best_weights})
+
+    def summary(self) -> dict:
+        train_time = sum(r["epoch_time_s"] for r in self.history)
+        images = sum(r["images_per_s"] * r["epoch_time_s"] for r in self.history)
+        return {"best_val_top1": self.best_val, "best_epoch": self.best_epoch, "epochs": self.epoch,
+                "train_time_s": train_time, "train_images_per_s": images / train_time if train_time else 0.0}

@@ -1,0 +1,125 @@
+"""The method interface: a distillation method is a sum of named loss terms.
+
+A *term* (`Term`) is a small `nn.Module` registered under a name (`ce`, `kd`, ...). A *method* is an
+ordered set of terms (`kd+fa+at`, or a named variant in the grid file), built into one `Method`
+module whose `losses()` returns every term's named losses in one dict; the trainer sums and logs
+them. Terms may own trainable parts (e.g. a FitNet regressor): being sub-modules of the `Method`,
+they are found by the optimizer and saved in checkpoints.
+
+Methods see models only through the feature contract (DESIGN.md): `model(x, features=True)` returns
+`(logits, [stage features...])`, the last feature map being the Grad-CAM layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+import torch.nn.functional as F
+
+
+class Outputs(NamedTuple):
+    """What a model's `forward(x, features=True)` returns."""
+
+    logits: Tensor
+    features: list[Tensor]
+
+
+@dataclass
+class Batch:
+    """One training batch as the augmentation produced it (all tensors on the training device).
+
+    `indices` are positions in the training split; `crops` (B, 2) the top-left (row, col) offsets
+    into the 4-pixel-padded image and `flips` (B,) the horizontal flips, so a method can map
+    per-image caches onto the augmented view.
+    """
+
+    images: Tensor
+    labels: Tensor
+    indices: Tensor | None = None
+    crops: Tensor | None = None
+    flips: Tensor | None = None
+
+
+@dataclass
+class Context:
+    """What a term is built with besides its own parameters."""
+
+    student: nn.Module
+    teachers: list[nn.Module] = field(default_factory=list)
+    label_smoothing: float = 0.0
+
+
+class Term(nn.Module):
+    """One ingredient of a method. Subclasses set the class attributes and implement `losses`."""
+
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}  # every accepted parameter with its default
+    uses_teachers: ClassVar[bool] = False
+    supervises: ClassVar[bool] = False  # True: the term returns the student's own "ce" loss
+
+    def __init__(self, ctx: Context, **params: Any):
+        super().__init__()
+        self.params = {**self.defaults, **params}
+
+    def losses(self, batch: Batch, student: Outputs, teachers: list[Outputs]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+
+TERMS: dict[str, type[Term]] = {}
+
+
+def register(cls: type[Term]) -> type[Term]:
+    """Class decorator: make a term available to grid files under `cls.name`."""
+    if cls.name in TERMS:
+        raise ValueError(f"method term {cls.name!r} registered twice")
+    TERMS[cls.name] = cls
+    return cls
+
+
+def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy in float32, whatever the autocast precision."""
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+
+
+class Method(nn.Module):
+    """The terms of one method, summed by the trainer. Teachers are held, not owned: they are
+    neither trained nor saved with the method."""
+
+    def __init__(self, terms: list[Term], teachers: list[nn.Module]):
+        super().__init__()
+        self.terms = nn.ModuleList(terms)
+        self.teachers = list(teachers)  # a plain list: not sub-modules, so never saved or optimised
+
+    @property
+    def uses_teachers(self) -> bool:
+        return any(t.uses_teachers for t in self.terms)
+
+    def teacher_outputs(self, images: Tensor) -> list[Outputs]:
+        """Frozen teachers under inference mode. The outputs are cloned out of inference mode
+        because autograd may save them for the backward of the student's loss."""
+        if not self.uses_teachers:
+            return []
+        with torch.inference_mode():
+            outs = [teacher(images, features=True) for teacher in self.teachers]
+        return [Outputs(l.clone(), [f.clone() for f in fs]) for l, fs in outs]
+
+    def losses(self, batch: Batch, student: Outputs, teachers: list[Outputs]) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for term in self.terms:
+            for name, value in term.losses(batch, student, teachers).items():
+                if name in out:
+                    raise ValueError(f"two terms of the method both return a loss named {name!r}")
+                out[name] = value
+        return out
+
+
+def build_method(spec: dict[str, Any], ctx: Context) -> Method:
+    """Build from a resolved spec `{"terms": [...], "params": {term: {...}}}` (see `resolve`).
+    A method with no supervising term gets plain cross-entropy added first."""
+    names = list(spec["terms"])
+    if not any(TERMS[n].supervises for n in names):
+        names.insert(0, "ce")
+    terms = [TERMS[n](ctx, **spec["params"].get(n, {})) for n in names]
+    return Method(terms, ctx.teachers if any(t.uses_teachers for t in terms) else [])

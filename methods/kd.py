@@ -1,0 +1,46 @@
+"""`kd`: Hinton et al. 2015 knowledge distillation.
+
+Loss = (1 − α) · CE(z_s, y) + α · T² · KL(p_t ‖ softmax(z_s / T)), with p_t = softmax(z_t / T) and
+the KL averaged over the batch. With several teachers, p_t is the mean of their softened
+probabilities (an ensemble in probability space, not of logits). The T² factor keeps the gradient
+scale of the soft term independent of T. Defaults T = 4, α = 0.9 (REFERENCE.md's standard).
+Computed in float32 whatever the autocast precision.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+import torch.nn.functional as F
+
+from methods.base import Context, Term, cross_entropy, register
+
+
+def soft_targets(teacher_logits: list[Tensor], temperature: float) -> Tensor:
+    """Mean over teachers of softmax(z_t / T), float32."""
+    return torch.stack([F.softmax(z.float() / temperature, dim=1) for z in teacher_logits]).mean(0)
+
+
+def kd_loss(student_logits: Tensor, targets: Tensor, temperature: float) -> Tensor:
+    """T² · KL(targets ‖ softmax(z_s / T)), averaged over the batch."""
+    log_p = F.log_softmax(student_logits.float() / temperature, dim=1)
+    return F.kl_div(log_p, targets, reduction="batchmean") * temperature**2
+
+
+@register
+class KnowledgeDistillation(Term):
+    name = "kd"
+    defaults = {"temperature": 4.0, "alpha": 0.9}
+    uses_teachers = True
+    supervises = True
+
+    def __init__(self, ctx: Context, **params):
+        super().__init__(ctx, **params)
+        self.label_smoothing = ctx.label_smoothing
+
+    def losses(self, batch, student, teachers):
+        alpha, temperature = self.params["alpha"], self.params["temperature"]
+        targets = soft_targets([t.logits for t in teachers], temperature)
+        return {
+            "ce": (1 - alpha) * cross_entropy(student.logits, batch.labels, self.label_smoothing),
+            "kd": alpha * kd_loss(student.logits, targets, temperature),
+        }
