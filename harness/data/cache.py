@@ -57,8 +57,7 @@ class DataError(Exception):
 
 
 def _cache_error(root: str | os.PathLike[str], reason: str, *, force: bool = True) -> DataError:
-    hint = prepare_hint(root) + (" --force" if force else "")
-    return DataError(f"{reason}: {hint}", reason)
+    return DataError(f"{reason}: {prepare_hint(root, force=force)}", reason)
 
 
 @dataclass(frozen=True)
@@ -91,8 +90,9 @@ def cache_dir(root: str | os.PathLike[str]) -> Path:
     return Path(root).expanduser() / CACHE_DIR
 
 
-def prepare_hint(root: str | os.PathLike[str]) -> str:
-    return f"run `python -m harness.data prepare --root {Path(root).expanduser()}`"
+def prepare_hint(root: str | os.PathLike[str], *, force: bool = False) -> str:
+    flag = " --force" if force else ""
+    return f"run `python -m harness.data prepare --root {Path(root).expanduser()}{flag}`"
 
 
 def array_sha256(array: np.ndarray) -> str:

