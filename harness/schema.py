@@ -87,12 +87,13 @@ SECTIONS = {"data": DATA, "train": TRAIN, "grid": GRID, "cluster": CLUSTER}
 
 
 def suggest(word: str, options) -> str:
-    """' (did you mean X?)' for a near miss, else the list of what is allowed."""
+    """'; did you mean X? (allowed: ...)' for a near miss, else the list of what is allowed."""
     options = list(options)
+    allowed = f"allowed: {', '.join(repr(o) for o in options)}" if options else ""
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if close:
-        return f"; did you mean {close[0]!r}?"
-    return f"; allowed: {', '.join(repr(o) for o in options)}" if options else ""
+        return f"; did you mean {close[0]!r}? ({allowed})"
+    return f"; {allowed}" if allowed else ""
 
 
 def type_ok(value: Any, type_: str) -> bool:

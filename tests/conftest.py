@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny CIFAR-format cache made by the tests, and tiny grid files."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.fakedata import make_fake_cifar_cache
+
+TINY_GRID = """
+name = "tiny"
+[data]
+root = "{root}"
+val_size = 100
+limit_train = 300
+limit_test = 100
+[train]
+arch = "resnet20"
+epochs = 3
+batch_size = 32
+lr = 0.05
+schedule = "cosine"
+eval_batch_size = 200
+[teachers.small]
+arch = "resnet20"
+seed = 7
+epochs = 3
+[grid]
+method = ["ce", "kd"]
+seed = [0, 1]
+teacher_set = [["small"]]
+[cluster]
+executor = "{executor}"
+"""
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_fake_cifar_cache(root, n_train=600, n_test=200)
+    return root
+
+
+@pytest.fixture
+def write_grid(tmp_path, cifar_root):
+    """write_grid(text=TINY_GRID, **fields) -> path of a grid file in tmp_path."""
+
+    def write(text: str = TINY_GRID, name: str = "grid.toml", executor: str = "local") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).format(root=cifar_root, executor=executor))
+        return path
+
+    return write

@@ -1,0 +1,128 @@
+"""End to end: real tiny grids through the local and debug executors, Parquet read back, relaunch,
+failure, and resume after a kill."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from harness.launch import main as launch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tables(out: Path, name: str = "tiny"):
+    return (pq.read_table(out / name / "runs.parquet").to_pylist(),
+            pq.read_table(out / name / "epochs.parquet").to_pylist())
+
+
+def test_local_grid_end_to_end_then_relaunch_skips(write_grid, tmp_path, capsys):
+    grid, out = write_grid(), tmp_path / "out"
+    assert launch([str(grid), "--out", str(out)]) == 0
+    runs, epochs = tables(out)
+    assert len(runs) == 5 and {r["status"] for r in runs} == {"completed"}
+    teacher = next(r for r in runs if r["stage"] == "teacher")
+    assert teacher["method"] == "ce" and teacher["seed"] == 7
+    students = [r for r in runs if r["stage"] == "student"]
+    assert sorted((r["method"], r["seed"], r["teacher_set"]) for r in students) == [
+        ("ce", 0, "none"), ("ce", 1, "none"), ("kd", 0, "small"), ("kd", 1, "small")]
+    for r in runs:  # the fake classes are easy: a plain model beats chance (10 %) by far in 3 epochs
+        if r["method"] == "ce":
+            assert r["test_top1"] > 50 and r["best_val_top1"] > 50, r
+        rows = sorted((e for e in epochs if e["job_key"] == r["job_key"]), key=lambda e: e["epoch"])
+        assert rows[-1]["train_loss"] < rows[0]["train_loss"], rows
+        assert r["test_top1_at_best_val"] is not None and r["epochs"] == 3 and r["attempts"] == 1
+        assert r["train_images_per_s"] > 0 and r["device"] == "cpu" and r["mixed_precision"] == "bf16"
+        assert json.loads(r["config_json"])["seed"] == r["seed"]
+    assert len(epochs) == 15 and {e["epoch"] for e in epochs} == {1, 2, 3}
+    kd_rows = [e for e in epochs if e["job_key"] in {r["job_key"] for r in students if r["method"] == "kd"}]
+    assert all(e["loss_kd"] > 0 and e["loss_ce"] > 0 for e in kd_rows)
+    assert all(e["loss_kd"] is None for e in epochs if e not in kd_rows)
+    folder = out / "tiny" / "jobs" / teacher["job_key"]
+    assert {"model.pt", "checkpoint.pt", "log.txt", "result.json", "job.json"} <= {p.name for p in folder.iterdir()}
+    assert "epoch 3/3" in (folder / "log.txt").read_text()
+    assert "test top-1" in capsys.readouterr().out
+
+    assert launch([str(grid), "--out", str(out)]) == 0
+    assert "5 completed (skipped)" in capsys.readouterr().out.replace("\n", " ")
+    assert {r["attempts"] for r in tables(out)[0]} == {1}
+
+
+def test_debug_executor_runs_in_process(write_grid, tmp_path):
+    out = tmp_path / "out"
+    grid = write_grid(executor="debug")
+    assert launch([str(grid), "--out", str(out), "--set", "grid.method=['kd']", "--set", "grid.seed=[3]"]) == 0
+    runs, epochs = tables(out)
+    assert [(r["stage"], r["executor"], r["status"]) for r in runs] == [
+        ("teacher", "debug", "completed"), ("student", "debug", "completed")]
+    assert len(epochs) == 6
+
+
+def test_debug_executor_uses_tiny_data_unless_the_grid_says(write_grid, tmp_path, capsys):
+    grid = write_grid(executor="debug").read_text().replace("limit_train = 300\n", "")
+    path = tmp_path / "nolimit.toml"
+    path.write_text(grid)
+    from harness.launch import load_plan, parse_args
+
+    plan = load_plan(parse_args([str(path)]))
+    assert {j.config["data"]["limit_train"] for j in plan.jobs} == {512}
+    assert {j.config["data"]["limit_test"] for j in plan.jobs} == {100}
+
+
+def test_failed_teacher_is_recorded_and_the_grid_goes_on(write_grid, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = launch([str(write_grid()), "--out", str(out), "--set", "teachers.small.batch_size=100000"])
+    assert code == 1
+    runs, _ = tables(out)
+    status = {(r["stage"], r["method"], r["seed"]): r["status"] for r in runs}
+    assert status == {("teacher", "ce", 7): "failed", ("student", "ce", 0): "completed",
+                      ("student", "ce", 1): "completed", ("student", "kd", 0): "pending",
+                      ("student", "kd", 1): "pending"}
+    teacher = next(r for r in runs if r["stage"] == "teacher")
+    assert "exceeds the" in teacher["error"]
+    assert "skipped: teacher" in capsys.readouterr().out
+
+
+def test_data_cache_missing_is_a_clear_error(write_grid, tmp_path, capsys):
+    code = launch([str(write_grid()), "--out", str(tmp_path / "o"), "--set", f"data.root='{tmp_path}/none'"])
+    assert code == 2
+    assert "harness.data prepare" in capsys.readouterr().out
+
+
+def test_killed_job_resumes_and_matches_an_uninterrupted_run(write_grid, tmp_path):
+    grid = write_grid()
+    args = ["--set", "grid.method=['ce']", "--set", "grid.seed=[0]", "--set", "train.epochs=4",
+            "--set", "data.limit_train=500"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.launch", str(grid), "--out", str(killed), *args],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    jobs = killed / "tiny" / "jobs"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(jobs.glob("*/epochs.json")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its job, mid-epoch 2
+    proc.wait()
+    (folder,) = jobs.iterdir()
+    assert not (folder / "result.json").exists(), "the job finished before it could be killed"
+    assert (folder / "checkpoint.pt").exists()
+
+    assert launch([str(grid), "--out", str(killed), *args]) == 0
+    assert "resuming after epoch" in (folder / "log.txt").read_text()
+    clean = tmp_path / "clean"
+    assert launch([str(grid), "--out", str(clean), *args]) == 0
+    (run_k,), epochs_k = tables(killed)
+    (run_c,), epochs_c = tables(clean)
+    assert run_k["attempts"] == 2 and run_c["attempts"] == 1
+    assert [e["epoch"] for e in epochs_k] == [1, 2, 3, 4]
+    assert run_k["job_key"] == run_c["job_key"]
+    for column in ("test_top1", "best_val_top1", "test_top1_at_best_val"):
+        assert run_k[column] == run_c[column], column
+    for e_k, e_c in zip(epochs_k, epochs_c):
+        assert (e_k["train_loss"], e_k["val_top1"]) == (e_c["train_loss"], e_c["val_top1"])
