@@ -10,6 +10,12 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgress
 from harness.grid import Job
 
 
+def make_console() -> Console:
+    """rich's console; where output is not a terminal (logs, CI), wide enough for our tables."""
+    console = Console()
+    return console if console.is_terminal else Console(width=140)
+
+
 def describe(job: Job) -> str:
     teachers = "" if job.teacher_set == "none" else f" ← {job.teacher_set}"
     return escape(f"{job.stage} {job.arch} {job.method} seed {job.seed}{teachers} [{job.key[:8]}]")
@@ -19,7 +25,7 @@ class GridDisplay:
     """Context manager; the executors call `start`, `event` and `finish` for each job."""
 
     def __init__(self, total: int, console: Console | None = None):
-        self.console = console or Console()
+        self.console = console or make_console()
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TaskProgressColumn(), TimeElapsedColumn(), TextColumn("eta"),
                                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"),

@@ -10,12 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from harness import collect, grid as gridlib, job as job_runner, report
 from harness.atomic import atomic_write_json, atomic_write_text
-from harness.display import GridDisplay
+from harness.display import GridDisplay, make_console
 from harness.grid import GridError, Job, Plan
 from harness.submit import EXECUTORS
 
@@ -47,7 +46,7 @@ def load_plan(args) -> Plan:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    console = Console()
+    console = make_console()
     try:
         plan = load_plan(args)
     except GridError as e:
@@ -70,8 +69,9 @@ def main(argv=None) -> int:
     pending = announce(plan, root, console)
     executor = EXECUTORS[plan.grid["cluster"]["executor"]](root)
     try:
-        with GridDisplay(len(pending), console) as display:
-            executor.run([[j for j in pending if j.stage == s] for s in ("teacher", "student")], display)
+        if pending:
+            with GridDisplay(len(pending), console) as display:
+                executor.run([[j for j in pending if j.stage == s] for s in ("teacher", "student")], display)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: relaunch the same command to resume")
         return EXIT_INTERRUPTED
@@ -99,7 +99,7 @@ def write_plan(plan: Plan, root: Path, args) -> None:
         atomic_write_json(root / "jobs" / job.key / "job.json", spec)
 
 
-def announce(plan: Plan, root: Path, console: Console) -> list[Job]:
+def announce(plan: Plan, root: Path, console) -> list[Job]:
     """Say what relaunching finds, and return the jobs still to run."""
     states = {j.key: job_runner.state(root / "jobs" / j.key) for j in plan.jobs}
     counts = {s: sum(1 for v in states.values() if v == s) for s in job_runner.STATES}

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from rich.console import Console
 from rich.table import Table
+
+from harness.display import make_console
 
 
 def mean_std(values: list[float]) -> str:
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     if not path.is_file():
         print(f"error: no {path}; run `python -m harness.collect {args.root}` first", file=sys.stderr)
         return 2
-    Console().print(summary_table(pq.read_table(path), title=f"{args.root.name}: test top-1 (%)"))
+    make_console().print(summary_table(pq.read_table(path), title=f"{args.root.name}: test top-1 (%)"))
     return 0
 
 

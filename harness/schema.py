@@ -7,6 +7,8 @@ that changes the result and nothing that does not).
 from __future__ import annotations
 
 import difflib
+import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,3 +106,41 @@ def type_ok(value: Any, type_: str) -> bool:
     if type_ == "float":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return type(value) is {"str": str, "int": int, "bool": bool}[type_]
+
+
+def reference_markdown() -> str:
+    """The README's key reference, generated from the tables above (`python -m harness.schema`)."""
+    sections = [("top level", TOP), ("[data]", DATA), ("[train]", TRAIN),
+                ("[teachers.NAME]", TEACHER), ("[grid]", GRID), ("[cluster]", CLUSTER)]
+    lines = []
+    for title, keys in sections:
+        lines += [f"**{title}**", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        for name, key in keys.items():
+            if title == "[teachers.NAME]" and name in TRAIN:
+                continue
+            default = "required" if key.default is REQUIRED and not key.optional else (
+                "unset" if key.default in (REQUIRED, None) else f"`{json.dumps(key.default)}`")
+            doc = key.doc + (f" ({', '.join(map(str, key.choices))})" if key.choices and len(key.choices) < 8 else "")
+            lines.append(f"| `{name}` | {key.type} | {default} | {doc} |")
+        if title == "[teachers.NAME]":
+            lines.append("| *any `[train]` key but `arch`* | | inherited | the teacher's own recipe |")
+        lines.append("")
+    return "\n".join(lines + method_reference())
+
+
+def method_reference() -> list[str]:
+    from methods import TERMS
+
+    lines = ["**[methods.TERM]** (a term's parameters for the whole grid) and **[methods.VARIANT]** "
+             "(`terms = [...]` plus any of their parameters)", "",
+             "| term | teachers | parameter | default | what it is |", "| --- | --- | --- | --- | --- |"]
+    for name, term in TERMS.items():
+        summary = (term.__module__ and sys.modules[term.__module__].__doc__ or "").strip().splitlines()[0]
+        for i, (key, default) in enumerate(term.defaults.items() or [("–", None)]):
+            lines.append(f"| `{name}` | {'yes' if term.uses_teachers else 'no'} | `{key}` | "
+                         f"{'' if default is None else json.dumps(default)} | {summary if i == 0 else ''} |")
+    return lines + [""]
+
+
+if __name__ == "__main__":
+    print(reference_markdown())

@@ -7,11 +7,12 @@ epoch). Nothing synchronises the device inside an epoch except the throttled pro
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -63,21 +64,39 @@ def lr_factor(epoch: float, recipe: dict) -> float:
     return 1.0
 
 
-def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
-    """Train the job described by `spec` (see harness.job) in `folder`; return its metrics."""
-    config, runtime = spec["config"], spec["runtime"]
-    recipe, data_cfg = config["recipe"], config["data"]
+@dataclass
+class Trainer:
+    """Everything one job trains with, built once (`build_trainer`), stepped by `train_epoch`."""
+
+    accelerator: Any
+    data: DeviceData
+    model: nn.Module  # the bare student network
+    method: Method
+    student: Student  # model + method: what is checkpointed
+    wrapped: nn.Module  # `student` as accelerate prepared it (autocast, DDP)
+    optimizer: Any
+    scheduler: Any
+    recipe: dict
+    seed: int
+    eval_batch_size: int
+
+    def evaluate(self, split: tuple[Tensor, Tensor]) -> float:
+        self.model.eval()
+        logits = predict(self.model, split[0], self.data.normalize, self.eval_batch_size, self.accelerator.autocast)
+        return top1(logits, split[1])
+
+
+def build_trainer(config: dict, runtime: dict, cifar, teachers: list[tuple[str, str]]) -> Trainer:
+    """Accelerator, on-device data, student, frozen teachers (arch, checkpoint path), method, optimiser."""
+    recipe = config["recipe"]
     accelerator = make_accelerator(recipe["mixed_precision"])
     device = accelerator.device
     memory_format = torch.channels_last if runtime.get("channels_last", True) else torch.contiguous_format
-
     torch.manual_seed(config["seed"])
-    cifar = load_cifar10(spec["data_root"], val_size=data_cfg["val_size"], split_seed=data_cfg["split_seed"],
-                         limit_train=data_cfg["limit_train"], limit_test=data_cfg["limit_test"])
     data = DeviceData(cifar, device)
     model = build_model(config["arch"]).to(device, memory_format=memory_format)
-    teachers = [checkpoint.load_frozen(path, arch, device, memory_format) for arch, path in spec["teachers"]]
-    method = build_method(config["method"], Context(model, teachers, recipe["label_smoothing"])).to(device)
+    frozen = [checkpoint.load_frozen(path, arch, device, memory_format) for arch, path in teachers]
+    method = build_method(config["method"], Context(model, frozen, recipe["label_smoothing"])).to(device)
     student = Student(model, method)
     optimizer = torch.optim.SGD(student.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
                                 nesterov=recipe["nesterov"] and recipe["momentum"] > 0,
@@ -87,53 +106,58 @@ def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
         raise ValueError(f"batch_size {recipe['batch_size']} exceeds the {data.n_train} training images")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step / steps, recipe))
     wrapped, optimizer = accelerator.prepare(student, optimizer)
+    return Trainer(accelerator, data, model, method, student, wrapped, optimizer, scheduler, recipe,
+                   config["seed"], runtime.get("eval_batch_size", 1000))
 
-    state = Progress.resume(folder / "checkpoint.pt", student, optimizer, scheduler, device)
-    emit({"event": "start", "epochs": recipe["epochs"], "steps_per_epoch": steps,
-          "resumed_from": state.epoch, "history": state.history, "device": str(device)})
-    evaluate = lambda m, split: top1(predict(m, split[0], data.normalize, runtime["eval_batch_size"],
-                                             accelerator.autocast), split[1])
-    for epoch in range(state.epoch, recipe["epochs"]):
-        row = train_epoch(wrapped, optimizer, scheduler, data, method, accelerator, config["seed"],
-                          epoch, recipe["batch_size"], lambda info: emit({"event": "step", "epoch": epoch, **info}))
-        model.eval()
-        row["val_top1"] = evaluate(model, data.val)
-        state.add(row, model)
-        if accelerator.is_main_process:
-            state.save(folder, student, optimizer, scheduler)
-        emit({"event": "epoch", **row, "epochs": recipe["epochs"]})
 
-    model.eval()
-    metrics = {"test_top1": evaluate(model, data.test), "device": str(device),
-               "mixed_precision": recipe["mixed_precision"], **state.summary()}
+def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
+    """Train the job described by `spec` (see harness.job) in `folder`; return its metrics."""
+    config, data_cfg = spec["config"], spec["config"]["data"]
+    cifar = load_cifar10(spec["data_root"], val_size=data_cfg["val_size"], split_seed=data_cfg["split_seed"],
+                         limit_train=data_cfg["limit_train"], limit_test=data_cfg["limit_test"])
+    t = build_trainer(config, spec["runtime"], cifar, [tuple(x) for x in spec["teachers"]])
+    epochs, steps = t.recipe["epochs"], t.data.steps_per_epoch(t.recipe["batch_size"])
+    state = Progress.resume(folder / "checkpoint.pt", t)
+    emit({"event": "start", "epochs": epochs, "steps_per_epoch": steps, "resumed_from": state.epoch,
+          "history": state.history, "device": str(t.data.device)})
+    for epoch in range(state.epoch, epochs):
+        row = train_epoch(t, epoch, lambda info: emit({"event": "step", "epoch": epoch, **info}))
+        row["val_top1"] = t.evaluate(t.data.val)
+        state.add(row, t.model)
+        if t.accelerator.is_main_process:
+            state.save(folder, t)
+        emit({"event": "epoch", **row, "epochs": epochs})
+
+    metrics = {"test_top1": t.evaluate(t.data.test), "device": str(t.data.device),
+               "mixed_precision": t.recipe["mixed_precision"], **state.summary()}
     if state.best_weights is not None:
-        model.load_state_dict(state.best_weights)
-        metrics["test_top1_at_best_val"] = evaluate(model, data.test)
-        model.load_state_dict(state.last_weights)
-    if accelerator.is_main_process:
-        checkpoint.save_weights(folder / "model.pt", config["arch"], model)
+        t.model.load_state_dict(state.best_weights)
+        metrics["test_top1_at_best_val"] = t.evaluate(t.data.test)
+        t.model.load_state_dict(state.last_weights)
+    if t.accelerator.is_main_process:
+        checkpoint.save_weights(folder / "model.pt", config["arch"], t.model)
     return metrics
 
 
-def train_epoch(wrapped, optimizer, scheduler, data: DeviceData, method: Method, accelerator,
-                seed: int, epoch: int, batch_size: int, report: Callable[[dict], None]) -> dict:
+def train_epoch(t: Trainer, epoch: int, report: Callable[[dict], None] = lambda info: None) -> dict:
     """One epoch; loss terms and accuracy are summed on the device and read once at the end."""
-    wrapped.train()
+    t.wrapped.train()
     sums: dict[str, Tensor] = {}
-    correct = torch.zeros((), device=data.device)
+    correct = torch.zeros((), device=t.data.device)
     seen, last_report, start = 0, time.perf_counter(), time.perf_counter()
-    lr = optimizer.param_groups[0]["lr"]
-    steps = data.steps_per_epoch(batch_size)
-    for step, batch in enumerate(data.train_batches(seed, epoch, batch_size, accelerator.process_index,
-                                                    accelerator.num_processes)):
-        with accelerator.autocast():
-            teacher_outs = method.teacher_outputs(batch.images)
-        losses, logits = wrapped(batch, teacher_outs)
+    lr = t.optimizer.param_groups[0]["lr"]
+    steps = t.data.steps_per_epoch(t.recipe["batch_size"])
+    batches = t.data.train_batches(t.seed, epoch, t.recipe["batch_size"], t.accelerator.process_index,
+                                   t.accelerator.num_processes)
+    for step, batch in enumerate(batches):
+        with t.accelerator.autocast():
+            teacher_outs = t.method.teacher_outputs(batch.images)
+        losses, logits = t.wrapped(batch, teacher_outs)
         loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        scheduler.step()
+        t.optimizer.zero_grad(set_to_none=True)
+        t.accelerator.backward(loss)
+        t.optimizer.step()
+        t.scheduler.step()
         for name, value in losses.items():
             sums[name] = sums.get(name, 0) + value.detach()
         correct += (logits.argmax(1) == batch.labels).sum()
@@ -141,12 +165,12 @@ def train_epoch(wrapped, optimizer, scheduler, data: DeviceData, method: Method,
         if time.perf_counter() - last_report > PROGRESS_EVERY_S:
             last_report = time.perf_counter()
             report({"step": step + 1, "steps": steps, "loss": sum(sums.values()).item() / (step + 1)})
-    if data.device.type == "cuda":
-        torch.cuda.synchronize(data.device)
+    if t.data.device.type == "cuda":
+        torch.cuda.synchronize(t.data.device)
     elapsed = time.perf_counter() - start
-    terms = reduce_mean(accelerator, {k: v / steps for k, v in sums.items()})
-    correct = accelerator.reduce(correct, reduction="sum").item()
-    total_seen = seen * accelerator.num_processes
+    terms = reduce_mean(t.accelerator, {k: v / steps for k, v in sums.items()})
+    correct = t.accelerator.reduce(correct, reduction="sum").item()
+    total_seen = seen * t.accelerator.num_processes
     return {"epoch": epoch + 1, "lr": lr, "train_loss": sum(terms.values()),
             **{f"loss_{k}": v for k, v in terms.items()}, "train_top1": 100 * correct / total_seen,
             "epoch_time_s": elapsed, "images_per_s": total_seen / elapsed}
@@ -167,19 +191,19 @@ class Progress:
         self.best_val, self.best_epoch, self.best_weights, self.last_weights = -1.0, 0, None, None
 
     @classmethod
-    def resume(cls, path: Path, student, optimizer, scheduler, device) -> "Progress":
+    def resume(cls, path: Path, t: Trainer) -> "Progress":
         state = cls()
         if path.exists():
-            ckpt = checkpoint.load(path, device)
-            student.load_state_dict(ckpt["student"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
+            ckpt = checkpoint.load(path, t.data.device)
+            t.student.load_state_dict(ckpt["student"])
+            t.optimizer.load_state_dict(ckpt["optimizer"])
+            t.scheduler.load_state_dict(ckpt["scheduler"])
             torch.set_rng_state(ckpt["rng"]["torch"].cpu())
             if torch.cuda.is_available() and ckpt["rng"].get("cuda"):
                 torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
             state.epoch, state.history = ckpt["epoch"], ckpt["history"]
             state.best_val, state.best_epoch, state.best_weights = ckpt["best_val"], ckpt["best_epoch"], ckpt["best_weights"]
-            state.last_weights = student.model.state_dict()
+            state.last_weights = t.model.state_dict()
         return state
 
     def add(self, row: dict, model: nn.Module) -> None:
@@ -189,12 +213,12 @@ class Progress:
         if row["val_top1"] > self.best_val:
             self.best_val, self.best_epoch, self.best_weights = row["val_top1"], row["epoch"], self.last_weights
 
-    def save(self, folder: Path, student, optimizer, scheduler) -> None:
+    def save(self, folder: Path, t: Trainer) -> None:
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
         checkpoint.save(folder / "checkpoint.pt", {
-            "epoch": self.epoch, "history": self.history, "student": student.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+            "epoch": self.epoch, "history": self.history, "student": t.student.state_dict(),
+            "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(), "rng": rng,
             "best_val": self.best_val, "best_epoch": self.best_epoch, "best_weights": self.best_weights})
 
     def summary(self) -> dict:

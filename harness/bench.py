@@ -1,0 +1,212 @@
+"""`python -m harness.bench`: the speed goals of the harness, measured as ratios in one process.
+
+    python -m harness.bench                  # every benchmark
+    python -m harness.bench step kd          # some of them
+    python -m harness.bench --steps 20 --repeats 5 --precision bf16
+
+- step:    harness training step (augmentation included) vs a plain hand-written PyTorch loop,
+           ResNet20, images/s (goal ≥ 0.95×)
+- kd:      KD step with a ResNet110 teacher vs (student step + teacher inference forward), each
+           measured alone (goal ≤ 1.05×)
+- augment: augmenting one batch vs one ResNet20 training step (goal < 3 %)
+- plan:    planning a 10,000-job grid: read, validate, expand, key (goal < 1 s)
+
+Measurements alternate between the compared sides and report medians, so a noisy machine
+shifts both alike. Random images stand in for CIFAR-10 (speed does not depend on the pixels).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.table import Table
+
+from harness.display import make_console
+
+GOALS = {"step": ("≥", 0.95), "kd": ("≤", 1.05), "augment": ("<", 0.03), "plan": ("<", 1.0)}
+
+
+def random_cifar(n: int, seed: int = 0):
+    from harness.data import Cifar
+
+    rng = np.random.default_rng(seed)
+    images = lambda k: rng.integers(0, 256, (k, 32, 32, 3), dtype=np.uint8)
+    labels = lambda k: rng.integers(0, 10, k).astype(np.uint8)
+    return Cifar(images(n), labels(n), images(100), labels(100), images(100), labels(100), "random")
+
+
+def config(method: str, precision: str, batch: int, teachers: list[str] = ()) -> dict:
+    from harness import schema
+
+    recipe = {k: v.default for k, v in schema.TRAIN.items() if k != "arch"}
+    recipe.update(batch_size=batch, mixed_precision=precision, epochs=1000)
+    params = {"kd": {"temperature": 4.0, "alpha": 0.9}} if method == "kd" else {"ce": {}}
+    return {"arch": "resnet20", "seed": 0, "teachers": list(teachers), "recipe": recipe,
+            "method": {"terms": [method], "params": params}}
+
+
+def harness_trainer(method: str, args, teachers=()):
+    from harness.train import build_trainer
+
+    return build_trainer(config(method, args.precision, args.batch), {"channels_last": True},
+                         random_cifar(args.steps * args.batch), list(teachers))
+
+
+def time_epochs(trainer, repeats: int) -> Callable[[], float]:
+    """A callable timing one harness epoch (args.steps steps), seconds per step."""
+    from harness.train import train_epoch
+
+    epoch = iter(range(10**6))
+    steps = trainer.data.steps_per_epoch(trainer.recipe["batch_size"])
+    return lambda: train_epoch(trainer, next(epoch))["epoch_time_s"] / steps
+
+
+def plain_loop(args) -> Callable[[], float]:
+    """The reference: what a careful person writes by hand for the same model, batch and precision."""
+    from harness.models import build_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    model = build_model("resnet20").to(device, memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    x = torch.randn(args.steps * args.batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (len(x),), device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
+
+    def epoch() -> float:
+        start = time.perf_counter()
+        for i in range(args.steps):
+            xb, yb = x[i * args.batch:(i + 1) * args.batch], y[i * args.batch:(i + 1) * args.batch]
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = torch.nn.functional.cross_entropy(model(xb).float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sync(device)
+        return (time.perf_counter() - start) / args.steps
+
+    return epoch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def alternate(repeats: int, **timers: Callable[[], float]) -> dict[str, float]:
+    """Warm each timer up once, then run them in turn `repeats` times; median of each."""
+    for timer in timers.values():
+        timer()
+    samples = {name: [] for name in timers}
+    for _ in range(repeats):
+        for name, timer in timers.items():
+            samples[name].append(timer())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def bench_step(args) -> tuple[float, str]:
+    t = alternate(args.repeats, harness=time_epochs(harness_trainer("ce", args), args.repeats), plain=plain_loop(args))
+    ips = {k: args.batch / v for k, v in t.items()}
+    return ips["harness"] / ips["plain"], f"harness {ips['harness']:.0f} img/s, plain loop {ips['plain']:.0f} img/s"
+
+
+def bench_kd(args) -> tuple[float, str]:
+    from harness import checkpoint
+    from harness.models import build_model
+
+    folder = Path(tempfile.mkdtemp())
+    checkpoint.save_weights(folder / "teacher.pt", "resnet110", build_model("resnet110"))
+    kd = harness_trainer("kd", args, [("resnet110", str(folder / "teacher.pt"))])
+    ce = harness_trainer("ce", args)
+    teacher, device = kd.method.teachers[0], kd.data.device
+    images = next(kd.data.train_batches(0, 0, args.batch)).images
+
+    def teacher_forward() -> float:
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            with torch.inference_mode(), kd.accelerator.autocast():
+                teacher(images, features=True)
+        sync(device)
+        return (time.perf_counter() - start) / args.steps
+
+    t = alternate(args.repeats, kd=time_epochs(kd, args.repeats), student=time_epochs(ce, args.repeats),
+                  teacher=teacher_forward)
+    ratio = t["kd"] / (t["student"] + t["teacher"])
+    return ratio, (f"kd step {1e3 * t['kd']:.0f} ms; student step {1e3 * t['student']:.0f} ms + "
+                   f"ResNet110 forward {1e3 * t['teacher']:.0f} ms")
+
+
+def bench_augment(args) -> tuple[float, str]:
+    trainer = harness_trainer("ce", args)
+    data, n = trainer.data, trainer.data.n_train
+
+    def augment() -> float:
+        gen = torch.Generator(device=data.device).manual_seed(0)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            idx = torch.randint(0, n, (args.batch,), device=data.device, generator=gen)
+            crops = torch.randint(0, 9, (args.batch, 2), device=data.device, generator=gen)
+            data.augment(idx, crops, torch.rand(args.batch, device=data.device, generator=gen) < 0.5)
+        sync(data.device)
+        return (time.perf_counter() - start) / args.steps
+
+    t = alternate(args.repeats, augment=augment, step=time_epochs(trainer, args.repeats))
+    return t["augment"] / t["step"], f"augment {1e3 * t['augment']:.2f} ms per batch; training step {1e3 * t['step']:.0f} ms"
+
+
+def bench_plan(args) -> tuple[float, str]:
+    from harness import grid as gridlib
+
+    text = ('name = "bench"\n[teachers.a]\narch = "resnet56"\n[teachers.b]\narch = "resnet110"\n'
+            '[grid]\nmethod = ["ce", "kd"]\nseed = [%s]\nteacher_set = [["a"], ["b"], ["a", "b"]]\n'
+            % ", ".join(map(str, range(2500))))
+    path = Path(tempfile.mkdtemp()) / "bench.toml"
+    path.write_text(text)
+    times, jobs = [], 0
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        jobs = len(gridlib.plan(gridlib.load(path)).jobs)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), f"{jobs} jobs planned"
+
+
+BENCHES = {"step": bench_step, "kd": bench_kd, "augment": bench_augment, "plan": bench_plan}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", choices=[*BENCHES, []], default=[], metavar="NAME",
+                        help=f"benchmarks to run: {', '.join(BENCHES)} (default: all)")
+    parser.add_argument("--steps", type=int, default=20, help="training steps per timed repeat (default 20)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per side (default 5)")
+    parser.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
+    parser.add_argument("--precision", choices=("no", "bf16", "fp16"), default="bf16")
+    args = parser.parse_args(argv)
+    console = make_console()
+    table = Table(title=f"kd-harness speed (batch {args.batch}, {args.precision}, "
+                        f"{'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} threads)")
+    for column in ("benchmark", "measured", "goal", "met", "detail"):
+        table.add_column(column)
+    missed = 0
+    for name in args.which or BENCHES:
+        value, detail = BENCHES[name](args)
+        op, goal = GOALS[name]
+        met = {"≥": value >= goal, "≤": value <= goal, "<": value < goal}[op]
+        missed += not met
+        unit = " s" if name == "plan" else "×"
+        table.add_row(name, f"{value:.3f}{unit}", f"{op} {goal}{unit}", "yes" if met else "[red]no[/]", detail)
+        console.print(f"{name}: {value:.3f}{unit} ({detail})")
+    console.print(table)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
