@@ -57,8 +57,11 @@ def epoch_rows(job: gridlib.Job, folder: Path) -> list[dict]:
 
 
 def epochs_schema(rows: list[dict]) -> pa.Schema:
-    terms = sorted({k for r in rows for k in r if k.startswith("loss_")})
-    return pa.schema(EPOCH_COLUMNS + [(t, pa.float64()) for t in terms])
+    """The fixed columns, then each loss term and method summary (e.g. a mask's kept fraction)
+    that any job logged, as float columns (null where a job's method has none)."""
+    fixed = {name for name, _ in EPOCH_COLUMNS}
+    extra = sorted({k for r in rows for k in r if k not in fixed})
+    return pa.schema(EPOCH_COLUMNS + [(name, pa.float64()) for name in extra])
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:

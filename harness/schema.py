@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from harness.models import ARCHS
+
 REQUIRED = object()
 
 
@@ -26,7 +28,6 @@ class Key:
     affects_result: bool = True
 
 
-ARCHS = ("resnet20", "resnet32", "resnet56", "resnet110", "vgg19_bn", "densenet121")
 PRECISIONS = ("no", "bf16", "fp16")
 
 TOP = {

@@ -123,6 +123,7 @@ def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
     for epoch in range(state.epoch, epochs):
         row = train_epoch(t, epoch, lambda info: emit({"event": "step", "epoch": epoch, **info}))
         row["val_top1"] = t.evaluate(t.data.val)
+        row.update(t.method.epoch_summary(t.data.probe_batch()))
         state.add(row, t.model)
         if t.accelerator.is_main_process:
             state.save(folder, t)
@@ -151,7 +152,7 @@ def train_epoch(t: Trainer, epoch: int, report: Callable[[dict], None] = lambda 
                                    t.accelerator.num_processes)
     for step, batch in enumerate(batches):
         with t.accelerator.autocast():
-            teacher_outs = t.method.teacher_outputs(batch.images)
+            teacher_outs = t.method.teacher_outputs(batch)
         losses, logits = t.wrapped(batch, teacher_outs)
         loss = sum(losses.values())
         t.optimizer.zero_grad(set_to_none=True)

@@ -66,6 +66,15 @@ class Term(nn.Module):
     def losses(self, batch: Batch, student: Outputs, teachers: list[Outputs]) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def teacher_outputs(self, batch: Batch) -> list[Outputs] | None:
+        """Override to supply the teachers' outputs another way (e.g. from a cache); None: run them."""
+        return None
+
+    def epoch_summary(self, probe: Batch) -> dict[str, float]:
+        """Numbers to log in the epoch table (e.g. what a mask did), after each epoch. `probe` is a
+        fixed batch of un-augmented training images. Terms that accumulate per step reset here."""
+        return {}
+
 
 TERMS: dict[str, type[Term]] = {}
 
@@ -96,14 +105,24 @@ class Method(nn.Module):
     def uses_teachers(self) -> bool:
         return any(t.uses_teachers for t in self.terms)
 
-    def teacher_outputs(self, images: Tensor) -> list[Outputs]:
-        """Frozen teachers under inference mode. The outputs are cloned out of inference mode
-        because autograd may save them for the backward of the student's loss."""
+    def teacher_outputs(self, batch: Batch) -> list[Outputs]:
+        """Frozen teachers under inference mode, unless a term supplies their outputs. The outputs
+        are cloned out of inference mode because autograd may save them for the student's backward."""
         if not self.uses_teachers:
             return []
+        for term in self.terms:
+            supplied = term.teacher_outputs(batch)
+            if supplied is not None:
+                return supplied
         with torch.inference_mode():
-            outs = [teacher(images, features=True) for teacher in self.teachers]
+            outs = [teacher(batch.images, features=True) for teacher in self.teachers]
         return [Outputs(l.clone(), [f.clone() for f in fs]) for l, fs in outs]
+
+    def epoch_summary(self, probe: Batch) -> dict[str, float]:
+        summary: dict[str, float] = {}
+        for term in self.terms:
+            summary.update(term.epoch_summary(probe))
+        return summary
 
     def losses(self, batch: Batch, student: Outputs, teachers: list[Outputs]) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}

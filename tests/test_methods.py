@@ -82,7 +82,7 @@ def test_teacher_outputs_are_frozen_and_usable_in_the_student_graph():
 
     method = build_method({"terms": ["kd"], "params": {"kd": {}}}, Context(student, [Wrap(teacher)]))
     x = torch.randn(4, 3)
-    outs = method.teacher_outputs(x)
+    outs = method.teacher_outputs(Batch(x, torch.arange(4)))
     loss = sum(method.losses(Batch(x, torch.arange(4)), Outputs(student(x), []), outs).values())
     loss.backward()  # inference-mode tensors would refuse to be saved for backward
     assert student.weight.grad is not None and teacher.weight.grad is None

@@ -74,6 +74,12 @@ class DeviceData:
             idx = order[step * batch_size:(step + 1) * batch_size][rank::world_size]
             yield self.augment(idx, crops[idx], flips[idx])
 
+    def probe_batch(self, size: int = 256) -> Batch:
+        """A fixed batch: the first training images, un-augmented (centre crop, no flip)."""
+        idx = torch.arange(min(size, self.n_train), device=self.device)
+        crops = torch.full((len(idx), 2), PAD, device=self.device)
+        return self.augment(idx, crops, torch.zeros(len(idx), dtype=torch.bool, device=self.device))
+
     def augment(self, idx: Tensor, crops: Tensor, flips: Tensor) -> Batch:
         """Random crop (from the padded image) and horizontal flip, as one gather."""
         size = len(self.offsets)

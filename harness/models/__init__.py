@@ -53,6 +53,13 @@ class StagedNet(nn.Module):
         """Logits from the last feature map (the Grad-CAM layer): global average pool, then fc."""
         return self.fc(torch.flatten(self.pool(feature), 1))
 
+    def forward_from(self, index: int, feature: torch.Tensor) -> torch.Tensor:
+        """Logits from feature ``index`` onwards: the rest of the network, for interventions on a
+        stage's output (e.g. a causal mask) without re-running the stages before it."""
+        for stage in self.stages[index + 1:]:
+            feature = stage(feature)
+        return self.head(feature)
+
     def forward(self, x: torch.Tensor, features: bool = False):
         x = self.stem(x)
         feats = []
