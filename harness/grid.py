@@ -19,7 +19,7 @@ else:  # pragma: no cover
 
 from harness import schema
 from harness.schema import REQUIRED, Key, suggest, type_ok
-from methods import TERMS
+from methods import TERMS, VARIANTS
 
 NO_TEACHERS = "none"
 
@@ -152,10 +152,48 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
         name: check_teacher(t, f"teachers.{name}", problems) for name, t in tables.get("teachers", {}).items()
     }
     grid["methods"] = tables.get("methods", {})
+    check_method_tables(grid["methods"], problems)
     check_grid_axes(grid, problems)
     if grid["train"].get("mixed_precision") == "fp16" and not cuda_available:
         problems.append(("train.mixed_precision", "'fp16' needs a CUDA GPU and none is available here; use 'bf16' or 'no'"))
+    if not problems:
+        check_method_builds(grid, problems)
+    problems[:] = list(dict.fromkeys(problems))
     return grid
+
+
+def check_method_tables(tables: dict, problems: list) -> None:
+    """Every [methods.<name>] is a term's defaults or a variant; term defaults are checked even
+    where no grid method uses them."""
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            problems.append((f"methods.{name}", "expected a table"))
+        elif name in TERMS:
+            term_params(name, tables, {}, name, problems)
+        elif "terms" not in table and name not in VARIANTS:
+            problems.append((f"methods.{name}", "neither a method term nor a variant (a variant needs `terms = [...]`)"
+                             + suggest(name, [*TERMS, *VARIANTS])))
+
+
+def check_method_builds(grid: dict, problems: list) -> None:
+    """Build each method once with every teacher set it meets (on the meta device: no memory, no
+    compute), so that what only the models can tell (e.g. a mask grid finer than a teacher's
+    map) is reported now, not by a job hours later."""
+    import torch
+
+    from harness.models import build_model
+    from methods import Context, build_method
+
+    teachers = grid["teachers"]
+    with torch.device("meta"):
+        student = build_model(grid["train"]["arch"])
+        for i, name in enumerate(grid["grid"]["method"]):
+            spec = grid["resolved_methods"][name]
+            for tset in grid["grid"]["teacher_set"] if spec["uses_teachers"] else [[]]:
+                try:
+                    build_method(spec, Context(student, [build_model(teachers[t]["arch"]) for t in tset]))
+                except (ValueError, IndexError) as e:
+                    problems.append((f"grid.method[{i}]", f"{name!r} with teachers {'+'.join(tset) or 'none'}: {e}"))
 
 
 def check_teacher(table: Any, where: str, problems: list) -> dict:
@@ -188,12 +226,13 @@ def check_grid_axes(grid: dict, problems: list) -> None:
 def resolve_method(name: str, tables: dict, where: str, problems: list) -> dict | None:
     """A grid method name → `{"terms": [...], "params": {term: {...}}, "uses_teachers": bool}`.
 
-    `name` is a registered term (`kd`), a composition (`kd+at`) or a variant: a `[methods.<name>]`
-    table with `terms = [...]`; a variant's other keys go to every term that accepts them, and its
+    `name` is a registered term (`kd`), a composition (`kd+at`) or a variant: built in (`cakd`) or
+    a `[methods.<name>]` table with `terms = [...]` (a table named like a built-in variant changes
+    its options); a variant's other keys go to every term that accepts them, and its
     sub-tables (`[methods.<name>.<term>]`) to that term alone. `[methods.<term>]` sets a term's
     defaults for the whole grid.
     """
-    variant = tables.get(name, {})
+    variant = {**VARIANTS.get(name, {}), **tables.get(name, {})}
     if "terms" in variant:
         terms, options = variant["terms"], {k: v for k, v in variant.items() if k != "terms"}
         where = f"methods.{name}.terms"
@@ -204,7 +243,7 @@ def resolve_method(name: str, tables: dict, where: str, problems: list) -> dict 
         return None
     unknown = [t for t in terms if t not in TERMS]
     for t in unknown:
-        problems.append((where, f"unknown method {t!r}" + suggest(t, [*TERMS, *tables])))
+        problems.append((where, f"unknown method {t!r}" + suggest(t, [*TERMS, *VARIANTS, *tables])))
     if unknown:
         return None
     params = {t: term_params(t, tables, options, name, problems) for t in terms}
@@ -216,7 +255,7 @@ def resolve_method(name: str, tables: dict, where: str, problems: list) -> dict 
 
 def term_params(term: str, tables: dict, options: dict, variant: str, problems: list) -> dict:
     defaults = TERMS[term].defaults
-    keys = {k: Key(_toml_type(v), v) for k, v in defaults.items()}
+    keys = {k: Key(_toml_type(v), v, choices=TERMS[term].choices.get(k, ())) for k, v in defaults.items()}
     base = {k: v for k, v in tables.get(term, {}).items() if k != "terms"} if term in TERMS else {}
     shared = {k: v for k, v in options.items() if k in defaults}
     own = options.get(term, {}) if isinstance(options.get(term), dict) else {}

@@ -110,9 +110,12 @@ def announce(plan: Plan, root: Path, console) -> list[Job]:
 
 
 def plan_table(plan: Plan, root: Path) -> Table:
+    import torch
+
     from harness.models import build_model, count_parameters
 
-    params = {arch: count_parameters(build_model(arch)) / 1e6 for arch in {j.arch for j in plan.jobs}}
+    with torch.device("meta"):  # counts need shapes only
+        params = {arch: count_parameters(build_model(arch)) / 1e6 for arch in {j.arch for j in plan.jobs}}
     table = Table(title=f"{plan.grid['name']}: {len(plan.jobs)} jobs "
                         f"({len(plan.stage('teacher'))} teachers, {len(plan.stage('student'))} students)")
     for column in ("stage", "key", "arch", "params (M)", "method", "seed", "teachers", "epochs", "state"):

@@ -49,6 +49,7 @@ class Context:
     student: nn.Module
     teachers: list[nn.Module] = field(default_factory=list)
     label_smoothing: float = 0.0
+    shared: dict = field(default_factory=dict)  # one per method: lets its terms share per-step work
 
 
 class Term(nn.Module):
@@ -56,6 +57,7 @@ class Term(nn.Module):
 
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}  # every accepted parameter with its default
+    choices: ClassVar[dict[str, tuple]] = {}  # the allowed values of parameters that are a choice
     uses_teachers: ClassVar[bool] = False
     supervises: ClassVar[bool] = False  # True: the term returns the student's own "ce" loss
 
@@ -77,6 +79,7 @@ class Term(nn.Module):
 
 
 TERMS: dict[str, type[Term]] = {}
+VARIANTS: dict[str, dict[str, Any]] = {}  # built-in named variants: {"terms": [...], **options}
 
 
 def register(cls: type[Term]) -> type[Term]:
@@ -85,6 +88,14 @@ def register(cls: type[Term]) -> type[Term]:
         raise ValueError(f"method term {cls.name!r} registered twice")
     TERMS[cls.name] = cls
     return cls
+
+
+def register_variant(name: str, **table: Any) -> None:
+    """A named method made of registered terms with options, listable in a grid like a term
+    (a grid's own [methods.<name>] table with `terms` takes precedence)."""
+    if name in VARIANTS or name in TERMS:
+        raise ValueError(f"method {name!r} registered twice")
+    VARIANTS[name] = table
 
 
 def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:

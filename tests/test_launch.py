@@ -126,3 +126,27 @@ def test_killed_job_resumes_and_matches_an_uninterrupted_run(write_grid, tmp_pat
         assert run_k[column] == run_c[column], column
     for e_k, e_c in zip(epochs_k, epochs_c):
         assert (e_k["train_loss"], e_k["val_top1"]) == (e_c["train_loss"], e_c["val_top1"])
+
+
+def test_every_cakd_table_row_runs_end_to_end(write_grid, tmp_path):
+    """The CAKD write-up's rows (ce, kd, kd+fa, kd+at, kd+fa+at) and cakd with each mask."""
+    methods = ["ce", "kd", "kd+fa", "kd+at", "kd+fa+at", "cakd", "cakd_gradient", "cakd_topk"]
+    text = write_grid(executor="debug").read_text() + (
+        '[methods.cakd_gradient]\nterms = ["kd", "fa", "at"]\nmask = "gradient"\nsoft = true\n'
+        '[methods.cakd_topk]\nterms = ["kd", "fa", "at"]\nmask = "topk"\n')
+    grid = tmp_path / "rows.toml"
+    grid.write_text(text)
+    out = tmp_path / "out"
+    assert launch([str(grid), "--out", str(out), "--set", f"grid.method={methods}", "--set", "grid.seed=[0]",
+                   "--set", "train.epochs=1"]) == 0
+    runs, epochs = tables(out)
+    students = {r["method"]: r for r in runs if r["stage"] == "student"}
+    assert sorted(students) == sorted(methods) and all(r["status"] == "completed" for r in runs)
+    by_key = {e["job_key"]: e for e in epochs}
+    for method, run in students.items():
+        row = by_key[run["job_key"]]
+        assert (row["loss_fa"] is not None) == ("fa" in method or "cakd" in method), method
+        assert (row["loss_at"] is not None) == ("at" in method or "cakd" in method), method
+        assert (row["mask_kept_fraction"] is not None) == method.startswith("cakd"), method
+    assert by_key[students["cakd"]["job_key"]]["mask_kept_fraction"] == 0.5
+    assert 0 < by_key[students["cakd_gradient"]["job_key"]]["mask_kept_fraction"] <= 1

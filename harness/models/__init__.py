@@ -56,7 +56,7 @@ class StagedNet(nn.Module):
     def forward_from(self, index: int, feature: torch.Tensor) -> torch.Tensor:
         """Logits from feature ``index`` onwards: the rest of the network, for interventions on a
         stage's output (e.g. a causal mask) without re-running the stages before it."""
-        for stage in self.stages[index + 1:]:
+        for stage in self.stages[index % len(self.stages) + 1:]:  # index −1: the last stage
             feature = stage(feature)
         return self.head(feature)
 

@@ -1,0 +1,79 @@
+"""`at`: attention transfer (Zagoruyko & Komodakis 2017).
+
+For a feature map F (B, C, H, W) the attention map is a(F) = mean_c |F|^p (p = 2), flattened and
+L2-normalised, in float32 (small norms vanish in half precision). Per (student stage, teacher
+stage) pair, maps of different resolutions are matched by average-pooling the larger to the
+smaller, and the loss is
+
+- `mode = "code"` (default, the authors' code): mean over batch and positions of (a_s − a_t)²;
+- `mode = "paper"`: the paper's ‖a_s − a_t‖₂ per sample, averaged over the batch
+
+(REFERENCE.md: attention-transfer issue #34), summed over pairs, averaged over teachers, times
+`weight` (default 1000, the code's β, tuned for `code`; `paper` needs a far smaller weight).
+`pairs` defaults to the three CIFAR stages, student stage i ↔ teacher stage i.
+
+With a causal mask (`mask` ≠ "none", see methods/causal_mask.py) both maps are restricted to the
+kept positions and re-normalised there, and the squared differences are averaged over kept
+positions only (soft masks weight positions).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+import torch.nn.functional as F
+
+from methods.base import Context, Term, register
+from methods.causal_mask import DEFAULTS as MASK_DEFAULTS, MODES as MASK_MODES, CausalMask, to_pixels
+
+
+def attention(feature: Tensor, p: float = 2.0, size: int | None = None) -> Tensor:
+    """(B, H, W) float32 attention energy, average-pooled to `size` × `size` if given."""
+    a = feature.float().abs().pow(p).mean(1)
+    if size is not None and a.shape[-1] != size:
+        a = F.adaptive_avg_pool2d(a[:, None], size)[:, 0]
+    return a
+
+
+def normalise(a: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Flatten and L2-normalise each map (restricted to `weights` > 0 when given)."""
+    flat = a.flatten(1) if weights is None else a.flatten(1) * (weights.flatten(1) > 0)
+    return F.normalize(flat, dim=1, eps=1e-12)
+
+
+def at_distance(a_s: Tensor, a_t: Tensor, mode: str, weights: Tensor | None = None) -> Tensor:
+    """The AT loss of one pair of (B, H, W) attention maps."""
+    diff = normalise(a_s, weights) - normalise(a_t, weights)
+    if mode == "paper":
+        w = 1.0 if weights is None else weights.flatten(1)
+        return (diff.pow(2) * w).sum(1).sqrt().mean()
+    if weights is None:
+        return diff.pow(2).mean()
+    w = weights.flatten(1)
+    return (diff.pow(2) * w).sum() / w.sum().clamp(min=1e-12)
+
+
+@register
+class AttentionTransfer(Term):
+    name = "at"
+    defaults = {"weight": 1000.0, "p": 2.0, "mode": "code", "pairs": [[0, 0], [1, 1], [2, 2]], **MASK_DEFAULTS}
+    choices = {"mode": ("code", "paper"), "mask": MASK_MODES}
+    uses_teachers = True
+
+    def __init__(self, ctx: Context, **params):
+        super().__init__(ctx, **params)
+        self.mask = CausalMask(ctx, self.params)
+
+    def losses(self, batch, student, teachers):
+        masks = self.mask(batch, teachers)
+        p, mode, cells = self.params["p"], self.params["mode"], self.params["cells"]
+        total = 0.0
+        for k, teacher in enumerate(teachers):
+            for s, t in self.params["pairs"]:
+                size = min(student.features[s].shape[-1], teacher.features[t].shape[-1])
+                weights = None if masks is None else to_pixels(masks[k], cells, (size, size))
+                total = total + at_distance(attention(student.features[s], p, size),
+                                            attention(teacher.features[t], p, size), mode, weights)
+        return {"at": self.params["weight"] * total / len(teachers)}
+
+    def epoch_summary(self, probe):
+        return self.mask.summary(probe)
