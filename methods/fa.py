@@ -1,12 +1,16 @@
 """`fa`: feature alignment, FitNet-style hints (Romero et al. 2015).
 
-For each (student stage, teacher stage) pair in `pairs` (default: the three CIFAR stages,
-student stage i ↔ teacher stage i) a trainable regressor — 1×1 conv + BN, student channels →
+For each (student stage, teacher stage) pair in `pairs` a trainable regressor — 1×1 conv + BN, student channels →
 teacher channels — maps the student's feature to the teacher's. Where the spatial sizes differ the
 regressed map is average-pooled (larger) or bilinearly resized (smaller) to the teacher's size.
 Loss = `weight` (default 100) × MSE(regressed student, teacher), in float32, averaged over pairs
 and teachers. The regressors are sub-modules of the method: trained, checkpointed and resumed with
 the student, and never part of the student network itself.
+
+`pairs` defaults to one hint, the deepest CIFAR stage (student stage 2 ↔ teacher stage 2, 8×8
+for the ResNets and VGG): FitNet's single hint layer, as the common CIFAR re-implementations place
+it, and where the causal mask is computed. Add pairs (e.g. `[[0, 0], [1, 1], [2, 2]]`) to align
+every stage; each shallow pair costs a regressor pass over a 16×32×32-sized map per step.
 
 With a causal mask (`mask` ≠ "none", see methods/causal_mask.py) the squared error is averaged over
 kept positions only (soft masks weight positions).
@@ -34,16 +38,16 @@ def match_size(x: Tensor, size: int) -> Tensor:
 
 def fa_distance(student: Tensor, teacher: Tensor, weights: Tensor | None = None) -> Tensor:
     """MSE of two (B, C, H, W) maps; with (B, H, W) weights, averaged over weighted positions."""
-    sq = (student.float() - teacher.float()).pow(2)
     if weights is None:
-        return sq.mean()
+        return F.mse_loss(student.float(), teacher.float())
+    sq = (student.float() - teacher.float()).pow(2)
     return (sq.mean(1) * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
 @register
 class FeatureAlignment(Term):
     name = "fa"
-    defaults = {"weight": 100.0, "pairs": [[0, 0], [1, 1], [2, 2]], **MASK_DEFAULTS}
+    defaults = {"weight": 100.0, "pairs": [[2, 2]], **MASK_DEFAULTS}
     choices = {"mask": MASK_MODES}
     uses_teachers = True
 
