@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness import checkpoint
+from harness import checkpoint, teacher_cache
 from harness.data import load_cifar10
 from harness.data.device import DeviceData
 from harness.evaluate import predict, top1
@@ -86,8 +86,10 @@ class Trainer:
         return top1(logits, split[1])
 
 
-def build_trainer(config: dict, runtime: dict, cifar, teachers: list[tuple[str, str]]) -> Trainer:
-    """Accelerator, on-device data, student, frozen teachers (arch, checkpoint path), method, optimiser."""
+def build_trainer(config: dict, runtime: dict, cifar, teachers: list[tuple[str, str]],
+                  cache_root: Path | None = None, teacher_names: list[str] = ()) -> Trainer:
+    """Accelerator, on-device data, student, frozen teachers (arch, checkpoint path), method, optimiser.
+    A method that asks for the teacher cache gets it (built under `cache_root` where missing)."""
     recipe = config["recipe"]
     accelerator = make_accelerator(recipe["mixed_precision"])
     device = accelerator.device
@@ -96,7 +98,18 @@ def build_trainer(config: dict, runtime: dict, cifar, teachers: list[tuple[str, 
     data = DeviceData(cifar, device)
     model = build_model(config["arch"]).to(device, memory_format=memory_format)
     frozen = [checkpoint.load_frozen(path, arch, device, memory_format) for arch, path in teachers]
-    method = build_method(config["method"], Context(model, frozen, recipe["label_smoothing"])).to(device)
+    caches = None
+    if teacher_cache.wanted(config["method"]):
+        if cache_root is None:
+            raise ValueError("the method asks for teacher_cache = 'clean' but no cache folder was given")
+        paths = [path for _, path in teachers]
+        keys = config.get("teachers") or []
+        keys = keys if len(keys) == len(paths) else [teacher_cache.file_sha256(p)[:16] for p in paths]
+        caches = teacher_cache.prepare(cache_root, keys, paths, frozen, data, config.get("data", {}),
+                                       recipe["mixed_precision"], accelerator.autocast,
+                                       runtime.get("eval_batch_size", 1000))
+    ctx = Context(model, frozen, recipe["label_smoothing"], teacher_caches=caches, teacher_names=list(teacher_names))
+    method = build_method(config["method"], ctx).to(device)
     student = Student(model, method)
     optimizer = torch.optim.SGD(student.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
                                 nesterov=recipe["nesterov"] and recipe["momentum"] > 0,
@@ -115,7 +128,9 @@ def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
     config, data_cfg = spec["config"], spec["config"]["data"]
     cifar = load_cifar10(spec["data_root"], val_size=data_cfg["val_size"], split_seed=data_cfg["split_seed"],
                          limit_train=data_cfg["limit_train"], limit_test=data_cfg["limit_test"])
-    t = build_trainer(config, spec["runtime"], cifar, [tuple(x) for x in spec["teachers"]])
+    names = spec["teacher_set"].split("+") if spec.get("teachers") else []
+    t = build_trainer(config, spec["runtime"], cifar, [tuple(x) for x in spec["teachers"]],
+                      cache_root=folder.resolve().parent.parent / "teacher_cache", teacher_names=names)
     epochs, steps = t.recipe["epochs"], t.data.steps_per_epoch(t.recipe["batch_size"])
     state = Progress.resume(folder / "checkpoint.pt", t)
     emit({"event": "start", "epochs": epochs, "steps_per_epoch": steps, "resumed_from": state.epoch,

@@ -50,6 +50,10 @@ class Context:
     teachers: list[nn.Module] = field(default_factory=list)
     label_smoothing: float = 0.0
     shared: dict = field(default_factory=dict)  # one per method: lets its terms share per-step work
+    # Per teacher, its outputs on the clean training split (methods.gradcam.CachedTeacher), built
+    # by the harness when a term has the parameter teacher_cache = "clean"; None otherwise.
+    teacher_caches: list | None = None
+    teacher_names: list[str] = field(default_factory=list)  # the grid's teacher labels (for logs)
 
 
 class Term(nn.Module):
