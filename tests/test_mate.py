@@ -255,3 +255,13 @@ def test_mate_with_one_and_three_teachers_cache_off_and_on_end_to_end(tmp_path, 
     png = tmp_path / "explain.png"
     assert explain([str(root / "jobs" / three["job_key"]), "--images", "4", "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_explain_answers_help():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-m", "harness.explain", "--help"], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: python -m harness.explain" in out.stdout
