@@ -10,8 +10,16 @@
            measured alone (goal ≤ 1.05×)
 - augment: augmenting one batch vs one ResNet20 training step (goal < 3 %)
 - plan:    planning a 10,000-job grid: read, validate, expand, key (goal < 1 s)
+- slurm:   (only when named; needs a running SLURM) sbatch calls and time to queue a 1,000-job
+           grid (goals: one per stage array chunk, < 10 s), and the job wrapper's overhead from
+           task start to first training step (goal < 5 s)
 - cakd:    kd+at, kd+fa+at and CAKD with each mask, step time vs a kd step with the same
            ResNet110 teacher (goals: kd+fa+at ≤ 1.15×, intervention ≤ 2×, gradient ≤ 1.6×)
+- mate:    MATE-KD with three teachers (ResNet110, DenseNet121, VGG19-BN). Cache on vs a ce step
+           (goal ≤ 1.4×); cache off vs (student step + the teachers' forward and backward to
+           their last feature map) (goal ≤ 1.25×); both also vs a kd step with the same teachers;
+           and the time to build the cache. Minutes on a CPU: bound it with e.g.
+           `python -m harness.bench mate --steps 3 --repeats 3`.
 
 Measurements alternate between the compared sides and report medians, so a noisy machine
 shifts both alike. Random images stand in for CIFAR-10 (speed does not depend on the pixels).
@@ -20,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -225,7 +235,102 @@ def bench_plan(args) -> list[Row]:
     return [Row("plan", statistics.median(times), "<", 1.0, " s", f"{jobs} jobs planned")]
 
 
-BENCHES = {"step": bench_step, "kd": bench_kd, "augment": bench_augment, "plan": bench_plan, "cakd": bench_cakd}
+MATE_TEACHERS = ("resnet110", "densenet121", "vgg19_bn")
+
+
+def bench_mate(args) -> list[Row]:
+    """Issue 4: mate with three teachers, cache off and on; the cache build."""
+    from harness import teacher_cache
+    from harness.train import build_trainer
+
+    teachers = [saved_teacher(arch) for arch in MATE_TEACHERS]
+    cache_root = Path(tempfile.mkdtemp())
+
+    def mate(cache: str):
+        cfg = config("mate", {"mate": {"teacher_cache": cache}}, args.precision, args.batch)
+        return build_trainer(cfg, {"channels_last": True}, random_cifar(args.steps * args.batch), teachers,
+                             cache_root=cache_root)
+
+    ce, kd, off = harness_trainer("ce", args), harness_trainer("kd", args, teachers), mate("off")
+    paths = [path for _, path in teachers]
+    keys = [teacher_cache.file_sha256(p)[:16] for p in paths]  # what build_trainer keys them by here
+    start = time.perf_counter()
+    teacher_cache.prepare(cache_root, keys, paths, off.method.teachers, off.data, {}, args.precision,
+                          off.accelerator.autocast, batch_size=args.batch, log=lambda line: None)
+    sync(off.data.device)
+    build, n = time.perf_counter() - start, off.data.n_train
+    on = mate("clean")  # finds the cache just built
+    batch = next(off.data.train_batches(0, 0, args.batch))
+
+    def teachers_to_last_map() -> float:
+        """Each teacher's forward, then the backward of the batch's label logits to its last feature map."""
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            for teacher in off.method.teachers:
+                with off.accelerator.autocast():
+                    with torch.no_grad():
+                        feature = teacher(batch.images, features=True)[1][-1]
+                    feature = feature.detach().requires_grad_()
+                    logits = teacher.head(feature)
+                torch.autograd.grad(logits.gather(1, batch.labels[:, None]).sum(), feature)
+        sync(off.data.device)
+        return (time.perf_counter() - start) / args.steps
+
+    t = alternate(args.repeats, ce=time_epochs(ce, args.repeats), kd=time_epochs(kd, args.repeats),
+                  off=time_epochs(off, args.repeats), on=time_epochs(on, args.repeats), teachers=teachers_to_last_map)
+    ms = {k: f"{1e3 * v:.0f} ms" for k, v in t.items()}
+    return [
+        Row("mate cache on", t["on"] / t["ce"], "≤", 1.4, "×",
+            f"{ms['on']} per step = {t['on'] / t['kd']:.2f}× kd step ({ms['kd']}, 3 teachers); ce step {ms['ce']}"),
+        Row("mate cache off", t["off"] / (t["ce"] + t["teachers"]), "≤", 1.25, "×",
+            f"{ms['off']} per step = {t['off'] / t['ce']:.2f}× ce, {t['off'] / t['kd']:.2f}× kd; student step "
+            f"{ms['ce']} + 3 teachers' forward and backward to the last map {ms['teachers']}"),
+        Row("mate cache build", build / n * 1000, "≤", float("inf"), " s",
+            f"per 1000 images, 3 teachers: {build:.1f} s for {n} images, so ≈ {build / n * 45000 / 60:.1f} min "
+            f"for the 45k training split"),
+    ]
+
+
+def bench_slurm(args) -> list[Row]:
+    """On a running SLURM (slurm/local-cluster up): queue a 1,000-job grid (held, then cancelled)
+    and count sbatch calls and time to all queued; run one small job and time its wrapper, from
+    SLURM's start of the task to the first training step (the job log's "training on" line)."""
+    from harness import job as job_runner
+    from harness.data.cache import RawCifar, write_cache
+    from harness.launch import main as launch
+
+    folder = Path(tempfile.mkdtemp())
+    cifar = random_cifar(1200)
+    write_cache(folder / "data", RawCifar(cifar.x_train, cifar.y_train, cifar.x_test[:100], cifar.y_test[:100]), "random")
+    grid = folder / "grid.toml"
+    grid.write_text(f'name = "bench"\n[data]\nroot = "{folder / "data"}"\nval_size = 100\nlimit_train = 256\n'
+                    f'limit_test = 100\n[train]\nepochs = 1\nbatch_size = 64\n[grid]\nmethod = ["ce"]\n'
+                    f'seed = {list(range(1000))}\n[cluster]\nexecutor = "slurm"\ncpus_per_task = 1\n')
+    start = time.perf_counter()
+    assert launch([str(grid), "--out", str(folder / "held"), "--set", "cluster.sbatch_args=['--hold']"]) == 0
+    queued_s = time.perf_counter() - start
+    records = [job_runner.read_json(p) for p in (folder / "held" / "bench" / "jobs").glob("*/slurm.json")]
+    arrays = sorted({r["task_id"].split("_")[0] for r in records})
+    subprocess.run(["scancel", *arrays], check=False)
+    subprocess.run(["scancel", "--name", "kd-bench-collect"], check=False)
+    assert launch([str(grid), "--out", str(folder / "one"), "--set", "grid.seed=[0]"]) == 0
+    (job,) = (folder / "one" / "bench" / "jobs").iterdir()
+    deadline = time.time() + 300
+    while not (job / "result.json").exists() and time.time() < deadline:
+        time.sleep(1)
+    task = job_runner.read_json(job / "slurm.json")["task_id"]
+    started = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "Start", "-j", task], capture_output=True,
+                             text=True).stdout.split()[0]
+    first_step = next(line[:19] for line in (job / "log.txt").read_text().splitlines() if "training on" in line)
+    overhead = (datetime.fromisoformat(first_step.replace(" ", "T")) - datetime.fromisoformat(started)).total_seconds()
+    return [Row("slurm queue 1000 jobs", queued_s, "<", 10.0, " s", f"{len(records)} jobs in {len(arrays)} array(s)"),
+            Row("slurm sbatch calls", len(arrays) + 1, "≤", 2.0, "", "one array per stage chunk + the collect job"),
+            Row("slurm job wrapper", overhead, "<", 5.0, " s", "task start (sacct) → first training step (1 s resolution)")]
+
+
+BENCHES = {"step": bench_step, "kd": bench_kd, "augment": bench_augment, "plan": bench_plan, "cakd": bench_cakd,
+           "mate": bench_mate, "slurm": bench_slurm}
+NEEDS_CLUSTER = {"slurm"}  # not part of the default run
 
 
 def main(argv=None) -> int:
@@ -244,7 +349,7 @@ def main(argv=None) -> int:
     for column in ("benchmark", "measured", "goal", "met", "detail"):
         table.add_column(column)
     missed = 0
-    for name in args.which or BENCHES:
+    for name in args.which or [b for b in BENCHES if b not in NEEDS_CLUSTER]:
         for row in BENCHES[name](args):
             missed += not row.met
             goal = "–" if row.goal == float("inf") else f"{row.op} {row.goal}{row.unit}"

@@ -12,6 +12,7 @@ import json
 import sys
 import tempfile
 import os
+import subprocess
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,15 +30,17 @@ RUNS_SCHEMA = pa.schema([
     ("wall_time_s", pa.float64()), ("train_time_s", pa.float64()), ("train_images_per_s", pa.float64()),
     ("executor", pa.string()), ("slurm_job_id", pa.string()), ("attempts", pa.int64()),
     ("git_commit", pa.string()), ("torch_version", pa.string()), ("device", pa.string()),
-    ("mixed_precision", pa.string()), ("host", pa.string()), ("error", pa.string()), ("config_json", pa.string()),
+    ("mixed_precision", pa.string()), ("world_size", pa.int64()), ("cpu_hours", pa.float64()),
+    ("gpu_hours", pa.float64()), ("host", pa.string()), ("error", pa.string()), ("config_json", pa.string()),
 ])
 EPOCH_COLUMNS = [("schema_version", pa.int32()), ("job_key", pa.string()), ("epoch", pa.int64()),
                  ("lr", pa.float64()), ("train_loss", pa.float64()), ("train_top1", pa.float64()),
                  ("val_top1", pa.float64()), ("epoch_time_s", pa.float64()), ("images_per_s", pa.float64())]
 
 
-def run_row(grid: str, job: gridlib.Job, folder: Path) -> dict:
+def run_row(grid: str, job: gridlib.Job, folder: Path, usage: dict[str, dict]) -> dict:
     result = job_runner.read_json(folder / "result.json") or {}
+    slurm = job_runner.read_json(folder / "slurm.json") or {}
     attempts = job_runner.read_json(folder / "attempts.json") or {}
     status = result.get("status") or {"partial": "interrupted", "new": "pending"}[job_runner.state(folder)]
     row = {name: result.get(name) for name in RUNS_SCHEMA.names}
@@ -46,6 +49,9 @@ def run_row(grid: str, job: gridlib.Job, folder: Path) -> dict:
                mixed_precision=job.config["recipe"]["mixed_precision"],
                attempts=attempts.get("attempts", 0), wall_time_s=result.get("wall_time_s", attempts.get("wall_time_s")),
                config_json=json.dumps(job.config, sort_keys=True))
+    if slurm:  # the array task, and what SLURM accounted for it over all attempts
+        row["slurm_job_id"] = slurm["task_id"]
+        row.update({k: usage.get(slurm["task_id"], {}).get(k) for k in ("cpu_hours", "gpu_hours")})
     if row["epochs"] is None:
         row["epochs"] = len(job_runner.read_json(folder / "epochs.json") or [])
     return row
@@ -76,11 +82,22 @@ def write_parquet(table: pa.Table, path: Path) -> None:
         raise
 
 
+def slurm_accounting(tasks: list[str]) -> dict[str, dict]:
+    from harness.submit.slurm import accounting
+
+    try:
+        return accounting(tasks)
+    except (OSError, subprocess.SubprocessError):  # no SLURM here (results copied off the cluster)
+        return {}
+
+
 def collect(root: Path) -> tuple[pa.Table, pa.Table]:
     """Read every planned job's files under `root` (results/<grid>) and write both tables."""
     record = json.loads((root / "plan.json").read_text())
     jobs = gridlib.from_record(record)
-    runs = [run_row(record["name"], j, root / "jobs" / j.key) for j in jobs]
+    tasks = [r["task_id"] for j in jobs if (r := job_runner.read_json(root / "jobs" / j.key / "slurm.json"))]
+    usage = slurm_accounting(tasks) if tasks else {}
+    runs = [run_row(record["name"], j, root / "jobs" / j.key, usage) for j in jobs]
     epochs = [row for j in jobs for row in epoch_rows(j, root / "jobs" / j.key)]
     schema = epochs_schema(epochs)
     runs_table = pa.Table.from_pylist(runs, schema=RUNS_SCHEMA)

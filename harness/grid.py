@@ -154,8 +154,11 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
     grid["methods"] = tables.get("methods", {})
     check_method_tables(grid["methods"], problems)
     check_grid_axes(grid, problems)
-    if grid["train"].get("mixed_precision") == "fp16" and not cuda_available:
-        problems.append(("train.mixed_precision", "'fp16' needs a CUDA GPU and none is available here; use 'bf16' or 'no'"))
+    cluster = grid["cluster"]
+    on_gpu = cluster.get("gpus_per_job", 0) > 0 if cluster.get("executor") == "slurm" else cuda_available
+    if grid["train"].get("mixed_precision") == "fp16" and not on_gpu:
+        problems.append(("train.mixed_precision", "'fp16' needs a CUDA GPU and the jobs get none (no GPU here, "
+                         "or cluster.gpus_per_job = 0); use 'bf16' or 'no'"))
     if not problems:
         check_method_builds(grid, problems)
     problems[:] = list(dict.fromkeys(problems))

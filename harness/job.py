@@ -77,7 +77,7 @@ class JobLog:
         if kind == "start":
             self.rows = list(event.pop("history"))  # the checkpoint's rows are the truth on resume
             resumed = f", resuming after epoch {event['resumed_from']}" if event["resumed_from"] else ""
-            self.line(f"training on {event['device']}: {event['epochs']} epochs of "
+            self.line(f"training on {event['device']} × {event.get('world_size', 1)} process(es): {event['epochs']} epochs of "
                       f"{event['steps_per_epoch']} steps{resumed}")
         elif kind == "epoch":
             self.rows.append({k: v for k, v in event.items() if k not in ("event", "epochs")})
@@ -100,6 +100,8 @@ def run(folder: Path, forward=lambda event: None) -> dict:
     from harness.train import run_training  # heavy imports only where training happens
 
     spec = json.loads((folder / "job.json").read_text())
+    if int(os.environ.get("RANK", "0")) > 0:  # the other ranks of a DDP job train beside rank 0, which writes
+        return {"status": "completed", **run_training(spec, folder, lambda event: None)}
     (folder / "result.json").unlink(missing_ok=True)
     log = JobLog(folder, forward)
     log.line(f"job {spec['key']} ({spec['method']}, seed {spec['seed']}, teachers {spec['teacher_set']}), "

@@ -7,7 +7,10 @@ Exit codes: 0 every job completed (or --dry-run), 1 some job failed or was skipp
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import sys
+import time
 from pathlib import Path
 
 from rich.table import Table
@@ -16,7 +19,8 @@ from harness import collect, grid as gridlib, job as job_runner, report
 from harness.atomic import atomic_write_json, atomic_write_text
 from harness.display import GridDisplay, make_console
 from harness.grid import GridError, Job, Plan
-from harness.submit import EXECUTORS
+from harness.submit import make_executor
+from harness.submit.slurm import SlurmError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -28,6 +32,8 @@ def parse_args(argv):
     parser.add_argument("--dry-run", action="store_true", help="show the plan as a table; run nothing")
     parser.add_argument("--out", type=Path, default=Path("results"),
                         help="results folder; the grid's results go to OUT/<name>/ (default: results)")
+    parser.add_argument("--wait", action="store_true",
+                        help="slurm: after queuing, follow the grid live until it ends, then show the results")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a grid key, value in TOML syntax: --set train.epochs=3 (repeatable)")
     return parser.parse_args(argv)
@@ -56,30 +62,91 @@ def main(argv=None) -> int:
     if args.dry_run:
         console.print(plan_table(plan, root))
         return EXIT_OK
-    from harness.data import DataError, load_cifar10
-
-    data = plan.grid["data"]
-    try:  # fail before anything runs
-        load_cifar10(data["root"], val_size=data["val_size"], split_seed=data["split_seed"],
-                     limit_train=data["limit_train"], limit_test=data["limit_test"])
-    except DataError as e:
+    problem = check_data(plan.grid["data"])
+    if problem:
+        console.print(f"[red]error:[/] {problem}", highlight=False)
+        return EXIT_BAD_INPUT
+    executor = make_executor(root, plan.grid["cluster"])
+    try:
+        with grid_lock(root):
+            write_plan(plan, root, args)
+            if executor.blocking:
+                return run_here(plan, root, executor, console)
+            queued = submit(plan, root, executor, console)
+    except GridLocked as e:
         console.print(f"[red]error:[/] {e}", highlight=False)
         return EXIT_BAD_INPUT
-    write_plan(plan, root, args)
-    pending = announce(plan, root, console)
-    executor = EXECUTORS[plan.grid["cluster"]["executor"]](root)
-    try:
-        if pending:
-            with GridDisplay(len(pending), console) as display:
-                executor.run([[j for j in pending if j.stage == s] for s in ("teacher", "student")], display)
+    except SlurmError as e:
+        console.print(f"[red]error:[/] grid file {args.grid}: {e}", highlight=False)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: relaunch the same command to resume")
         return EXIT_INTERRUPTED
+    if args.wait and queued is not None:
+        from harness.status import follow
+
+        follow(root, console)
+        return finish(plan, root, console)
+    return EXIT_OK
+
+
+def check_data(data: dict) -> str | None:
+    """The data cache must be there before anything runs (or is queued)."""
+    from harness.data import DataError, load_cifar10
+
+    try:
+        load_cifar10(data["root"], val_size=data["val_size"], split_seed=data["split_seed"],
+                     limit_train=data["limit_train"], limit_test=data["limit_test"])
+    except DataError as e:
+        return str(e)
+    return None
+
+
+class GridLocked(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def grid_lock(root: Path):
+    """One launch of a grid at a time: two would train (or queue) the same jobs twice."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".launch.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GridLocked(f"another launch of this grid holds {root / '.launch.lock'}; wait for it to finish") from None
+        yield
+
+
+def run_here(plan: Plan, root: Path, executor, console) -> int:
+    pending = announce(plan, root, console, executor.to_run(plan.jobs))
+    if pending:
+        with GridDisplay(len(pending), console) as display:
+            executor.run([[j for j in pending if j.stage == s] for s in ("teacher", "student")], display)
+    return finish(plan, root, console)
+
+
+def finish(plan: Plan, root: Path, console) -> int:
     runs, _ = collect.collect(root)
     console.print(report.summary_table(runs, title=f"{plan.grid['name']}: test top-1 (%)"))
     console.print(f"results: {root}/runs.parquet, {root}/epochs.parquet")
     done = sum(1 for s in runs.column("status").to_pylist() if s == "completed")
     return EXIT_OK if done == len(plan.jobs) else EXIT_FAILED
+
+
+def submit(plan: Plan, root: Path, executor, console) -> list[str] | None:
+    """Queue what is neither done nor already queued or running; say what was done."""
+    pending = announce(plan, root, console, executor.to_run(plan.jobs))
+    if not pending:
+        console.print("nothing to submit")
+        return None
+    executor.check(len(pending))
+    start = time.perf_counter()
+    arrays = executor.submit([[j for j in pending if j.stage == s] for s in ("teacher", "student")], plan.jobs)
+    console.print(f"queued {len(pending)} jobs in {len(arrays) - 1} array(s) + a collect job "
+                  f"({', '.join(arrays)}) in {time.perf_counter() - start:.1f}s")
+    console.print(f"watch: python -m harness.status {root}")
+    return arrays
 
 
 def write_plan(plan: Plan, root: Path, args) -> None:
@@ -99,14 +166,17 @@ def write_plan(plan: Plan, root: Path, args) -> None:
         atomic_write_json(root / "jobs" / job.key / "job.json", spec)
 
 
-def announce(plan: Plan, root: Path, console) -> list[Job]:
-    """Say what relaunching finds, and return the jobs still to run."""
+def announce(plan: Plan, root: Path, console, to_run: list[Job]) -> list[Job]:
+    """Say what relaunching finds; return `to_run` (the executor's choice of jobs to start)."""
     states = {j.key: job_runner.state(root / "jobs" / j.key) for j in plan.jobs}
-    counts = {s: sum(1 for v in states.values() if v == s) for s in job_runner.STATES}
-    console.print(f"[bold]{plan.grid['name']}[/]: {len(plan.jobs)} jobs — {counts['completed']} completed "
-                  f"(skipped), {counts['partial']} to resume, {counts['failed']} failed before (re-run), "
+    counts = {s: sum(1 for j in to_run if states[j.key] == s) for s in job_runner.STATES}
+    done = sum(1 for v in states.values() if v == "completed")
+    busy = len(plan.jobs) - done - len(to_run)
+    console.print(f"[bold]{plan.grid['name']}[/]: {len(plan.jobs)} jobs — {done} completed (skipped), "
+                  + (f"{busy} queued or running (left alone), " if busy else "")
+                  + f"{counts['partial']} to resume, {counts['failed']} failed before (re-run), "
                   f"{counts['new']} new; executor {plan.grid['cluster']['executor']}; results in {root}")
-    return [j for j in plan.jobs if states[j.key] != "completed"]
+    return to_run
 
 
 def plan_table(plan: Plan, root: Path) -> Table:

@@ -79,11 +79,28 @@ GRID = {
     "teacher_set": Key("list[list[str]]", [], "teacher sets, each a list of [teachers.<name>] names"),
 }
 
+_cluster = dict(affects_result=False)
 CLUSTER = {
-    "executor": Key("str", "local", "where jobs run: one process after another, or in-process for pdb",
-                    choices=("local", "debug"), affects_result=False),
-    "debug_limit_train": Key("int", 512, "debug executor: limit_train where the grid sets none", minimum=10, affects_result=False),
-    "debug_limit_test": Key("int", 500, "debug executor: limit_test where the grid sets none", minimum=10, affects_result=False),
+    "executor": Key("str", "local", "where jobs run: one process after another; in-process for pdb; "
+                    "SLURM job arrays through submitit", choices=("local", "debug", "slurm"), **_cluster),
+    "debug_limit_train": Key("int", 512, "debug executor: limit_train where the grid sets none", minimum=10, **_cluster),
+    "debug_limit_test": Key("int", 500, "debug executor: limit_test where the grid sets none", minimum=10, **_cluster),
+    "partition": Key("str", doc="slurm: partition (default: the cluster's default)", optional=True, **_cluster),
+    "account": Key("str", doc="slurm: account to charge", optional=True, **_cluster),
+    "qos": Key("str", doc="slurm: quality of service", optional=True, **_cluster),
+    "timeout_min": Key("int", 240, "slurm: time limit of each job, minutes (a job past it is requeued and resumes)",
+                       minimum=1, **_cluster),
+    "signal_delay_s": Key("int", 90, "slurm: seconds before the limit when a job checkpoints and requeues", minimum=1, **_cluster),
+    "max_requeues": Key("int", 10, "slurm: requeues after timeouts before a job is left failed", minimum=0, **_cluster),
+    "cpus_per_task": Key("int", 2, "slurm: CPUs of each task", minimum=1, **_cluster),
+    "mem_gb": Key("int", doc="slurm: memory per job in GB", optional=True, minimum=1, **_cluster),
+    "gpus_per_job": Key("int", 0, "slurm: GPUs per job (one task per GPU, DDP over NCCL)", minimum=0, **_cluster),
+    "tasks_per_job": Key("int", doc="slurm: tasks per job (default: gpus_per_job, or 1 on CPU; >1 on CPU = DDP over gloo)",
+                         optional=True, minimum=1, **_cluster),
+    "constraint": Key("str", doc="slurm: node features (--constraint)", optional=True, **_cluster),
+    "setup": Key("list[str]", [], "slurm: shell lines run before each job (module load, activate the venv)", **_cluster),
+    "sbatch_args": Key("list[str]", [], "slurm: extra sbatch options, e.g. [\"--exclude=node7\"]", **_cluster),
+    "array_parallelism": Key("int", 64, "slurm: tasks of one array running at once", minimum=1, **_cluster),
 }
 
 SECTIONS = {"data": DATA, "train": TRAIN, "grid": GRID, "cluster": CLUSTER}

@@ -134,7 +134,7 @@ def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
     epochs, steps = t.recipe["epochs"], t.data.steps_per_epoch(t.recipe["batch_size"])
     state = Progress.resume(folder / "checkpoint.pt", t)
     emit({"event": "start", "epochs": epochs, "steps_per_epoch": steps, "resumed_from": state.epoch,
-          "history": state.history, "device": str(t.data.device)})
+          "history": state.history, "device": str(t.data.device), "world_size": t.accelerator.num_processes})
     for epoch in range(state.epoch, epochs):
         row = train_epoch(t, epoch, lambda info: emit({"event": "step", "epoch": epoch, **info}))
         row["val_top1"] = t.evaluate(t.data.val)
@@ -145,6 +145,7 @@ def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
         emit({"event": "epoch", **row, "epochs": epochs})
 
     metrics = {"test_top1": t.evaluate(t.data.test), "device": str(t.data.device),
+               "world_size": t.accelerator.num_processes,
                "mixed_precision": t.recipe["mixed_precision"], **state.summary()}
     if state.best_weights is not None:
         t.model.load_state_dict(state.best_weights)

@@ -1,0 +1,148 @@
+"""The slurm executor against a real local SLURM (`slurm/local-cluster up`; .ci/run starts one).
+Skipped, with the reason, where no SLURM answers."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from harness.launch import main as launch
+from harness.status import job_rows
+
+ACTIVE = {"pending", "running", "requeued", "configuring", "completing"}
+
+
+def slurm_up() -> str | None:
+    if not shutil.which("sinfo"):
+        return "no SLURM installed (run `slurm/local-cluster up`)"
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    if out.returncode != 0 or not out.stdout.strip():
+        return f"SLURM does not answer: {out.stderr.strip()[:200]} (run `slurm/local-cluster up`)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(slurm_up() is not None, reason=str(slurm_up()))
+
+SLURM = ["--set", "cluster.executor='slurm'", "--set", "cluster.timeout_min=10", "--set", "cluster.cpus_per_task=1",
+         "--set", "grid.seed=[0]"]
+
+
+def wait(root: Path, timeout: float = 300, until=lambda rows: not any(r["state"] in ACTIVE for r in rows)) -> list[dict]:
+    """Poll the grid's status until `until(rows)`. SLURM holds a requeued job back for about two
+    minutes (its begin time); tests release such jobs at once to stay short."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = job_rows(root)
+        if until(rows):
+            return rows
+        for r in rows:  # requeued: release now, with the grid's own time limit back
+            if r["state"] == "pending" and r["attempts"] > 0:
+                subprocess.run(["scontrol", "update", f"jobid={r['task']}", "StartTime=now", "TimeLimit=10"],
+                               capture_output=True)
+        time.sleep(1)
+    raise AssertionError(f"timed out: {[(r['job'].key, r['state']) for r in job_rows(root)]}")
+
+
+def wait_for_collect(root: Path, timeout: float = 120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (root / "runs.parquet").exists():
+            runs = pq.read_table(root / "runs.parquet").to_pylist()
+            if all(r["status"] == "completed" for r in runs):
+                return runs
+        time.sleep(1)
+    raise AssertionError("the collect job did not write a completed runs.parquet")
+
+
+def test_grid_on_slurm_end_to_end_and_relaunch_submits_nothing_twice(write_grid, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = [str(write_grid()), "--out", str(out), *SLURM]
+    assert launch(args) == 0
+    said = capsys.readouterr().out
+    assert "queued 3 jobs in 2 array(s)" in said and "harness.status" in said
+    assert launch(args) == 0  # while queued or running: nothing new
+    said = capsys.readouterr().out
+    assert "nothing to submit" in said or "queued 0" not in said
+    root = out / "tiny"
+    ids = [json.loads(p.read_text())["task_id"] for p in root.glob("jobs/*/slurm.json")]
+    assert len(ids) == len(set(ids)) == 3
+    rows = wait(root)
+    assert {r["state"] for r in rows} == {"completed"}
+    runs = wait_for_collect(root)  # written by the grid's own collect job
+    assert all(r["slurm_job_id"] in ids and r["attempts"] == 1 and r["cpu_hours"] > 0 for r in runs)
+    teacher = next(r for r in runs if r["stage"] == "teacher")
+    kd = next(r for r in runs if r["method"] == "kd")
+    deps = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,Start", "-j", ",".join({i.split('_')[0] for i in ids})],
+                          capture_output=True, text=True).stdout
+    start = dict(line.split("|") for line in deps.splitlines())
+    assert start[kd["slurm_job_id"]] >= start[teacher["slurm_job_id"]]  # students after their teacher
+    assert launch(args) == 0 and "nothing to submit" in capsys.readouterr().out
+
+
+def test_refused_partition_fails_before_anything_is_queued(write_grid, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = launch([str(write_grid()), "--out", str(out), *SLURM, "--set", "cluster.partition='nosuchpart'"])
+    assert code == 2
+    said = capsys.readouterr().out
+    assert "cluster.partition" in said and "invalid partition" in said.lower()
+    assert not list(out.glob("tiny/jobs/*/slurm.json"))
+
+
+def test_cancelled_job_shows_and_is_rerun_by_next_launch(write_grid, tmp_path):
+    out = tmp_path / "out"
+    args = [str(write_grid()), "--out", str(out), *SLURM, "--set", "grid.method=['ce']", "--set", "train.epochs=30"]
+    assert launch(args) == 0
+    root = out / "tiny"
+    (row,) = wait(root, until=lambda rows: rows[0]["state"] == "running")
+    subprocess.run(["scancel", row["task"]], check=True)
+    (row,) = wait(root, until=lambda rows: rows[0]["state"] not in ACTIVE)
+    assert row["state"] == "cancelled"
+    from harness.status import main as status
+
+    assert status([str(root)]) == 1
+    assert launch([*args[:-2], "--set", "train.epochs=30"]) == 0
+    (again,) = job_rows(root)
+    assert again["task"] != row["task"]
+    subprocess.run(["scancel", again["task"]], check=False)
+
+
+def test_requeue_and_timeout_resume_to_the_uninterrupted_result(write_grid, tmp_path):
+    common = [*SLURM, "--set", "grid.method=['ce']", "--set", "data.limit_train=500", "--set", "train.epochs=12"]
+    clean, requeued, timed = tmp_path / "clean", tmp_path / "requeued", tmp_path / "timed"
+    grid = str(write_grid())
+    assert launch([grid, "--out", str(clean), *common]) == 0
+    assert launch([grid, "--out", str(requeued), *common]) == 0
+    assert launch([grid, "--out", str(timed), *common, "--set", "cluster.signal_delay_s=50"]) == 0
+    (row,) = wait(requeued / "tiny", until=lambda rows: rows[0]["epoch"] >= 2)
+    subprocess.run(["scontrol", "requeue", row["task"]], check=True)
+    # A time limit that runs out mid-training: cut the running job's limit to 1 minute, so SLURM
+    # sends the USR2 warning (signal_delay_s before the limit) while training, not at python's
+    # start-up (SLURM may signal up to 60 s early, which would kill a job started with 1 minute).
+    (row,) = wait(timed / "tiny", until=lambda rows: rows[0]["epoch"] >= 2)
+    subprocess.run(["scontrol", "update", f"jobid={row['task']}", "TimeLimit=1"], check=True)
+    results = {}
+    for out in (clean, requeued, timed):
+        (row,) = wait(out / "tiny", timeout=600)
+        assert row["state"] == "completed", (out, row)
+        results[out.name] = json.loads((row["folder"] / "result.json").read_text())
+    assert results["requeued"]["attempts"] >= 2 and results["timed"]["attempts"] >= 2
+    for name in ("requeued", "timed"):
+        for metric in ("test_top1", "best_val_top1", "test_top1_at_best_val"):
+            assert results[name][metric] == results["clean"][metric], (name, metric)
+
+
+def test_two_tasks_run_two_ranks(write_grid, tmp_path):
+    out = tmp_path / "out"
+    args = [str(write_grid()), "--out", str(out), *SLURM, "--set", "grid.method=['ce']",
+            "--set", "cluster.tasks_per_job=2"]
+    assert launch(args) == 0
+    (row,) = wait(out / "tiny")
+    assert row["state"] == "completed"
+    result = json.loads((row["folder"] / "result.json").read_text())
+    assert result["world_size"] == 2 and result["test_top1"] > 30
+    assert "× 2 process(es)" in (row["folder"] / "log.txt").read_text()
