@@ -150,3 +150,13 @@ def test_every_cakd_table_row_runs_end_to_end(write_grid, tmp_path):
         assert (row["mask_kept_fraction"] is not None) == method.startswith("cakd"), method
     assert by_key[students["cakd"]["job_key"]]["mask_kept_fraction"] == 0.5
     assert 0 < by_key[students["cakd_gradient"]["job_key"]]["mask_kept_fraction"] <= 1
+
+
+def test_two_launches_of_one_grid_do_not_both_run(write_grid, tmp_path, capsys):
+    from harness.launch import grid_lock
+
+    out = tmp_path / "out"
+    with grid_lock(out / "tiny"):
+        assert launch([str(write_grid()), "--out", str(out)]) == 2
+    assert "another launch of this grid" in capsys.readouterr().out
+    assert not list(out.glob("tiny/jobs/*/result.json"))

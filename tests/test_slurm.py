@@ -146,3 +146,38 @@ def test_two_tasks_run_two_ranks(write_grid, tmp_path):
     result = json.loads((row["folder"] / "result.json").read_text())
     assert result["world_size"] == 2 and result["test_top1"] > 30
     assert "× 2 process(es)" in (row["folder"] / "log.txt").read_text()
+
+
+def test_launcher_killed_mid_submission_leaves_nothing_orphaned(write_grid, tmp_path, monkeypatch, capsys):
+    from harness.submit.slurm import SlurmExecutor
+
+    def killed(self, tasks):  # sbatch accepted the array, then the launcher died before its records
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    args = [str(write_grid()), "--out", str(out), *SLURM, "--set", "grid.method=['ce']", "--set", "train.epochs=30"]
+    with monkeypatch.context() as patch:
+        patch.setattr(SlurmExecutor, "write_records", killed)
+        assert launch(args) == 130
+    root = out / "tiny"
+    assert (root / "slurm" / "submitting.json").exists() and not list(root.glob("jobs/*/slurm.json"))
+    assert launch(args) == 0  # finds the array by its comment instead of queuing the job again
+    assert "1 queued or running (left alone)" in capsys.readouterr().out
+    (row,) = job_rows(root)
+    assert row["state"] in ACTIVE
+    queued = subprocess.run(["squeue", "-h", "-o", "%i", "-n", "kd-tiny-student"], capture_output=True, text=True).stdout
+    assert queued.split() == [row["task"]]
+    subprocess.run(["scancel", row["task"]], check=False)
+
+
+def test_launcher_as_a_batch_job(write_grid, tmp_path):
+    """slurm/launch.sbatch: the launcher runs as a job and queues the grid's arrays from inside it."""
+    root_dir = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    job = subprocess.run(["sbatch", "--parsable", "--wait", f"--output={tmp_path}/launch-%j.out",
+                          str(root_dir / "slurm" / "launch.sbatch"), str(write_grid()), "--out", str(out), *SLURM,
+                          "--set", "grid.method=['ce']"], cwd=root_dir, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "KD_VENV": str(Path(__import__("sys").executable).parents[1])})
+    assert job.returncode == 0, job.stderr + "".join(p.read_text() for p in tmp_path.glob("launch-*.out"))
+    (row,) = wait(out / "tiny")
+    assert row["state"] == "completed"

@@ -219,8 +219,9 @@ class SlurmExecutor(Executor):
             return
         out = run_command(["squeue", "-h", "-o", "%F %k"], check=False)
         arrays = [line.split()[0] for line in out.stdout.splitlines() if line.split()[1:] == [intent["comment"]]]
-        if arrays:
-            self.write_records({key: f"{arrays[0]}_{i}" for i, key in enumerate(intent["keys"])})
+        if arrays:  # submitit sends a single job as a plain job, more as an array
+            keys = intent["keys"]
+            self.write_records({key: arrays[0] if len(keys) == 1 else f"{arrays[0]}_{i}" for i, key in enumerate(keys)})
         intent_path.unlink()
 
     def submit_collect(self, arrays: list[str]) -> str:
