@@ -39,7 +39,7 @@ Parameters (`[methods.mate]`) and defaults:
   was (bilinear resampling at sub-cell offsets, so they agree with maps of the augmented view only
   up to interpolation and the network's lack of exact translation equivariance). **Cached logits
   come from the clean view**, not the augmented one the student sees: the soft targets are those
-  of the whole centred image.
+  of the whole centred image (and with `cam_class = "pred"`, so is each teacher's predicted class).
 
 Left open by the write-up, and chosen here: the L2 normalisation of the maps (so the attribution
 loss and the similarity are the same quantity); the comparison size (coarsest); the class a map
