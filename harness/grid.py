@@ -159,6 +159,10 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
     if grid["train"].get("mixed_precision") == "fp16" and not on_gpu:
         problems.append(("train.mixed_precision", "'fp16' needs a CUDA GPU and the jobs get none (no GPU here, "
                          "or cluster.gpus_per_job = 0); use 'bf16' or 'no'"))
+    if cluster.get("executor") == "slurm" and cluster["signal_delay_s"] + 60 >= cluster["timeout_min"] * 60:
+        problems.append(("cluster.signal_delay_s", f"{cluster['signal_delay_s']} s leaves no time to train before the "
+                         f"USR2 warning: SLURM may send it up to 60 s early, so it must be below timeout_min·60 − 60 = "
+                         f"{cluster['timeout_min'] * 60 - 60} s"))
     if not problems:
         check_method_builds(grid, problems)
     problems[:] = list(dict.fromkeys(problems))

@@ -175,3 +175,9 @@ def test_plan_record_round_trip(tmp_path):
 def test_ten_thousand_job_grid_plans(tmp_path):
     grid = load(tmp_path, overrides=[f"grid.seed={list(range(2000))}"])
     assert len(gridlib.plan(grid).stage("student")) == 2000 * 3  # ce once, kd per teacher set
+
+
+def test_slurm_signal_must_leave_time_to_train(tmp_path):
+    found = problems(tmp_path, overrides=["cluster.executor='slurm'", "cluster.timeout_min=2", "cluster.signal_delay_s=90"])
+    assert found[0][0] == "cluster.signal_delay_s" and "up to 60 s early" in found[0][1]
+    assert load(tmp_path, overrides=["cluster.executor='slurm'", "cluster.timeout_min=3"])["cluster"]["signal_delay_s"] == 90
