@@ -187,3 +187,13 @@ def test_launcher_as_a_batch_job(write_grid, tmp_path):
     assert job.returncode == 0, job.stderr + "".join(p.read_text() for p in tmp_path.glob("launch-*.out"))
     (row,) = wait(out / "tiny")
     assert row["state"] == "completed"
+
+
+def test_wait_follows_the_grid_to_its_results(write_grid, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = [str(write_grid()), "--out", str(out), *SLURM, "--set", "grid.method=['ce']", "--wait"]
+    assert launch(args) == 0  # returns only when the grid has ended, with the summary
+    said = capsys.readouterr().out
+    assert "queued 1 jobs" in said and "test top-1" in said
+    (run,) = pq.read_table(out / "tiny" / "runs.parquet").to_pylist()
+    assert run["status"] == "completed"
