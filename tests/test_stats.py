@@ -1,0 +1,49 @@
+"""harness.stats against values computed by hand (and checked against textbook tables)."""
+import math
+
+import pytest
+
+from harness import stats
+
+
+def test_t_quantile_matches_the_table():
+    assert stats.t_quantile(4) == pytest.approx(2.776, abs=1e-3)
+    assert stats.t_quantile(1) == pytest.approx(12.706, abs=1e-3)
+    assert stats.t_quantile(30) == pytest.approx(2.042, abs=1e-3)
+
+
+def test_describe_mean_sample_std_and_t_interval():
+    s = stats.describe([1, 2, 3, 4, 5])
+    assert (s.n, s.mean) == (5, 3.0)
+    assert s.std == pytest.approx(math.sqrt(2.5))  # sum of squares 10 / (n - 1)
+    half = 2.7764451 * math.sqrt(2.5) / math.sqrt(5)  # 1.96318
+    assert (s.ci_low, s.ci_high) == (pytest.approx(3 - half), pytest.approx(3 + half))
+
+
+def test_describe_one_value_has_no_spread_and_none_is_dropped():
+    s = stats.describe([83.5, None, float("nan")])
+    assert s.n == 1 and s.mean == 83.5 and math.isnan(s.std) and math.isnan(s.ci_low)
+    assert stats.describe([]).n == 0
+
+
+def test_paired_difference_over_shared_seeds():
+    a = {0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0, 4: 5.0, 9: 100.0}  # seed 9 has no partner: left out
+    b = {0: 1.5, 1: 1.9, 2: 3.6, 3: 4.4, 4: 5.9, 7: -50.0}
+    p = stats.paired(a, b)
+    # d = -0.5, 0.1, -0.6, -0.4, -0.9: mean -0.46, sd sqrt(0.532 / 4), t = -2.8204, df 4
+    assert p.n == 5 and p.mean_diff == pytest.approx(-0.46)
+    assert p.std_diff == pytest.approx(math.sqrt(0.133))
+    assert p.p_value == pytest.approx(0.04781, abs=1e-4)
+    half = 2.7764451 * math.sqrt(0.133) / math.sqrt(5)
+    assert (p.ci_low, p.ci_high) == (pytest.approx(-0.46 - half), pytest.approx(-0.46 + half))
+    # the bootstrap interval is seeded and lies within the observed differences' range
+    assert -0.9 <= p.boot_low < p.mean_diff < p.boot_high <= 0.1
+    assert (p.boot_low, p.boot_high) == (stats.paired(a, b).boot_low, stats.paired(a, b).boot_high)
+
+
+def test_paired_degenerate_cases():
+    assert stats.paired({0: 1.0}, {1: 2.0}).n == 0
+    one = stats.paired({0: 1.0}, {0: 2.0})
+    assert one.n == 1 and one.mean_diff == -1.0 and math.isnan(one.p_value)
+    same = stats.paired({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
+    assert same.mean_diff == 0 and same.p_value == 1.0
