@@ -35,7 +35,7 @@ def parse_args(argv):
     parser.add_argument("--wait", action="store_true",
                         help="slurm: after queuing, follow the grid live until it ends, then show the results")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a grid key, value in TOML syntax: --set train.epochs=3 (repeatable)")
+                        help="override a grid key, the value in TOML syntax (a bare word is a string): --set train.epochs=3 (repeatable)")
     return parser.parse_args(argv)
 
 

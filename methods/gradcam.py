@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-import torch.nn.functional as F
 
 EPS = 1e-8
 

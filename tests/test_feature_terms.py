@@ -10,7 +10,7 @@ from torch import nn
 from harness.models import build_model
 from methods import Batch, Context, Outputs, build_method
 from methods.at import at_distance, attention
-from methods.causal_mask import CausalMask, cell_ids, effects, select, to_pixels
+from methods.causal_mask import effects, select, to_pixels
 from methods.fa import FeatureAlignment
 
 torch.manual_seed(0)

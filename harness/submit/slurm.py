@@ -13,7 +13,6 @@ launcher killed mid-submission leaves nothing the next launch cannot find.
 """
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import uuid
