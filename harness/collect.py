@@ -32,7 +32,11 @@ RUNS_SCHEMA = pa.schema([
     ("git_commit", pa.string()), ("torch_version", pa.string()), ("device", pa.string()),
     ("mixed_precision", pa.string()), ("world_size", pa.int64()), ("cpu_hours", pa.float64()),
     ("gpu_hours", pa.float64()), ("host", pa.string()), ("error", pa.string()), ("config_json", pa.string()),
+    ("test_nll", pa.float64()), ("test_ece", pa.float64()), ("agreement_ensemble", pa.float64()),
+    ("agreement_teachers", pa.string()), ("test_per_class_top1", pa.string()), ("test_reliability", pa.string()),
 ])
+CONFUSION_SCHEMA = pa.schema([("schema_version", pa.int32()), ("job_key", pa.string()), ("true_class", pa.int64()),
+                              ("pred_class", pa.int64()), ("count", pa.int64())])
 EPOCH_COLUMNS = [("schema_version", pa.int32()), ("job_key", pa.string()), ("epoch", pa.int64()),
                  ("lr", pa.float64()), ("train_loss", pa.float64()), ("train_top1", pa.float64()),
                  ("val_top1", pa.float64()), ("epoch_time_s", pa.float64()), ("images_per_s", pa.float64())]
@@ -60,6 +64,12 @@ def run_row(grid: str, job: gridlib.Job, folder: Path, usage: dict[str, dict]) -
 def epoch_rows(job: gridlib.Job, folder: Path) -> list[dict]:
     return [{"schema_version": SCHEMA_VERSION, "job_key": job.key, **r}
             for r in job_runner.read_json(folder / "epochs.json") or []]
+
+
+def confusion_rows(job: gridlib.Job, folder: Path) -> list[dict]:
+    return [{"schema_version": SCHEMA_VERSION, "job_key": job.key, "true_class": c["true"],
+             "pred_class": c["pred"], "count": c["count"]}
+            for c in job_runner.read_json(folder / "confusion.json") or []]
 
 
 def epochs_schema(rows: list[dict]) -> pa.Schema:
@@ -104,6 +114,8 @@ def collect(root: Path) -> tuple[pa.Table, pa.Table]:
     epochs_table = pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in epochs], schema=schema)
     write_parquet(runs_table, root / "runs.parquet")
     write_parquet(epochs_table, root / "epochs.parquet")
+    confusion = [row for j in jobs for row in confusion_rows(j, root / "jobs" / j.key)]
+    write_parquet(pa.Table.from_pylist(confusion, schema=CONFUSION_SCHEMA), root / "confusion.parquet")
     return runs_table, epochs_table
 
 

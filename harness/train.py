@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from harness import checkpoint, teacher_cache
 from harness.data import load_cifar10
 from harness.data.device import DeviceData
-from harness.evaluate import predict, top1
+from harness.evaluate import job_metrics, predict, top1
 from harness.models import build_model
 from methods import Batch, Context, Method, Outputs, build_method
 
@@ -151,6 +151,7 @@ def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
         t.model.load_state_dict(state.best_weights)
         metrics["test_top1_at_best_val"] = t.evaluate(t.data.test)
         t.model.load_state_dict(state.last_weights)
+    metrics.update(job_metrics(t, folder, names) if t.accelerator.is_main_process else {})
     if t.accelerator.is_main_process:
         checkpoint.save_weights(folder / "model.pt", config["arch"], t.model)
     return metrics
