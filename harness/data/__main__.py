@@ -24,6 +24,13 @@ def _source(value: str) -> str:
     raise argparse.ArgumentTypeError(f"{value!r}: expected auto, torchvision, npm or dir:PATH")
 
 
+def _c_mode(value: str) -> str:
+    """argparse type for --cifar10-c."""
+    if value in ("generate", "official") or (value.startswith("dir:") and Path(value[4:]).expanduser().is_dir()):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: expected generate, official or dir:PATH (an existing folder)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness.data",
@@ -51,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rebuild even if a valid cache already exists")
     prep.add_argument("--no-verify", action="store_true",
                       help="dir: accept batch files whose md5 differs from the official ones")
+    prep.add_argument("--cifar10-c", type=_c_mode, metavar="MODE",
+                      help="also prepare CIFAR-10-C (--force then rebuilds it only) in <root>/cifar10c/: generate (from the cached test "
+                           "images; needs the CIFAR-10 cache) | official (Zenodo record 2535967, "
+                           "checksum-verified) | dir:PATH (the published .npy files)")
+    prep.add_argument("--cifar10-c-limit", type=int, metavar="N",
+                      help="generate: only the first N test images per severity (quick runs, tests)")
+    prep.add_argument("--cifar10-c-seed", type=int, default=0, metavar="SEED",
+                      help="generate: seed of the random corruptions (default: %(default)s)")
 
     ver = commands.add_parser(
         "verify", help="re-hash the cached arrays against the manifest",
@@ -76,7 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "verify":
         return _verify(args.root)
-    return prepare(args.root, args.source, force=args.force, verify_md5=not args.no_verify)
+    if args.cifar10_c is None or args.cifar10_c == "generate":
+        # With --cifar10-c, --force rebuilds CIFAR-10-C only: the CIFAR-10 cache it needs is kept.
+        rc = prepare(args.root, args.source, force=args.force and args.cifar10_c is None,
+                     verify_md5=not args.no_verify)
+        if rc or args.cifar10_c is None:
+            return rc
+    from harness.data.cifar10c import prepare_c
+
+    return prepare_c(args.root, args.cifar10_c, limit=args.cifar10_c_limit, seed=args.cifar10_c_seed,
+                     force=args.force)
 
 
 if __name__ == "__main__":

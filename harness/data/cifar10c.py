@@ -1,0 +1,279 @@
+"""CIFAR-10-C in the cache: `<root>/cifar10c/<corruption>.npy` (5·N, 32, 32, 3) uint8, rows
+[(s−1)·N, s·N) severity s of the first N CIFAR-10 test images (N = 10,000 for the full set),
+`labels.npy` (5·N,) and `manifest.json` saying per corruption where it came from:
+
+- ``official``: the published arrays (Zenodo record 2535967, or its `.npy` files from a folder);
+- ``generated``: made here by :mod:`harness.data.corruptions` from the cached test images (seed and,
+  where the corruption is not the reference's, an ``approximation`` note in the manifest).
+
+Prepare with ``python -m harness.data prepare --root DIR --cifar10-c generate|official|dir:PATH``;
+read with :func:`load_cifar10c`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.atomic import atomic_save_npy, atomic_write_json
+from harness.data import corruptions as C
+from harness.data.cache import DataError, array_sha256, open_arrays, read_manifest
+
+C_DIR = "cifar10c"
+MANIFEST = "manifest.json"
+FORMAT = 1
+ZENODO_RECORD = "2535967"
+ZENODO_API = f"https://zenodo.org/api/records/{ZENODO_RECORD}"
+ZENODO_TAR = f"https://zenodo.org/records/{ZENODO_RECORD}/files/CIFAR-10-C.tar"
+DOWNLOAD_TIMEOUT_S = 60
+
+Log = Callable[[str], None]
+
+
+def c_dir(root: str | os.PathLike[str]) -> Path:
+    return Path(root).expanduser() / C_DIR
+
+
+def prepare_hint(root: str | os.PathLike[str]) -> str:
+    return (f"run `python -m harness.data prepare --root {Path(root).expanduser()} --cifar10-c generate` "
+            "(or `--cifar10-c official` / `--cifar10-c dir:PATH` for the published arrays)")
+
+
+def read_c_manifest(root: str | os.PathLike[str]) -> dict[str, Any] | None:
+    path = c_dir(root) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        if manifest.get("format") != FORMAT or not isinstance(manifest.get("corruptions"), dict):
+            raise ValueError("not format 1")
+        return manifest
+    except (ValueError, TypeError) as e:
+        raise DataError(f"unreadable {path} ({e}): {prepare_hint(root)} --force") from e
+
+
+def _file_ok(path: Path, entry: dict, rows: int, check_hash: bool = True) -> bool:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return False
+    if array.dtype != np.uint8 or array.shape[0] != rows or array.shape[1:] not in ((32, 32, 3), ()):
+        return False
+    return not check_hash or array_sha256(array) == entry.get("sha256")
+
+
+class _Cache:
+    """The cifar10c folder being written: the manifest is rewritten after every file, so an
+    interrupted prepare keeps what it finished."""
+
+    def __init__(self, root: Path, n: int, force: bool, log: Log):
+        self.dir, self.log = c_dir(root), log
+        self.dir.mkdir(parents=True, exist_ok=True)
+        old = None if force else read_c_manifest(root)
+        if old is not None and old.get("images_per_severity") != n:
+            raise DataError(f"{self.dir} holds {old.get('images_per_severity')} images per severity, this prepare "
+                            f"makes {n}: add --force to rebuild it (or use another --root)")
+        self.manifest = old or {"format": FORMAT, "images_per_severity": n, "corruptions": {}}
+
+    @property
+    def n(self) -> int:
+        return self.manifest["images_per_severity"]
+
+    def valid(self, name: str) -> bool:
+        entry = self.manifest["corruptions"].get(name)
+        return entry is not None and _file_ok(self.dir / f"{name}.npy", entry, 5 * self.n)
+
+    def put(self, name: str, array: np.ndarray, entry: dict) -> None:
+        array = np.ascontiguousarray(array)
+        if array.shape != (5 * self.n, 32, 32, 3) or array.dtype != np.uint8:
+            raise DataError(f"{name}: {array.dtype}{list(array.shape)}, expected uint8[{5 * self.n}, 32, 32, 3]")
+        atomic_save_npy(self.dir / f"{name}.npy", array)
+        self.manifest["corruptions"][name] = {**entry, "sha256": array_sha256(array),
+                                              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self.save()
+
+    def put_labels(self, labels: np.ndarray) -> None:
+        labels = np.ascontiguousarray(labels, dtype=np.uint8)
+        old = self.manifest.get("labels_sha256")
+        if old and old != array_sha256(labels) and self.manifest["corruptions"]:
+            raise DataError(f"{self.dir}: labels differ from those of the corruptions already there: add --force")
+        atomic_save_npy(self.dir / "labels.npy", labels)
+        self.manifest["labels_sha256"] = array_sha256(labels)
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.dir / MANIFEST, self.manifest)
+
+
+def _test_set(root: Path, n: int | None) -> tuple[np.ndarray, np.ndarray, str]:
+    manifest = read_manifest(root)
+    arrays = open_arrays(root, manifest)
+    x, y = arrays["x_test"], arrays["y_test"]
+    n = len(x) if n is None else n
+    if not 1 <= n <= len(x):
+        raise DataError(f"--cifar10-c-limit {n}: the cached test set has {len(x)} images")
+    return np.asarray(x[:n]), np.asarray(y[:n]), manifest["files"]["x_test.npy"]["sha256"]
+
+
+def generate(root: str | os.PathLike[str], *, seed: int = 0, limit: int | None = None,
+             names: Sequence[str] = C.AVAILABLE, force: bool = False, log: Log = print) -> dict:
+    """Generate every available corruption of the first `limit` (all) cached test images at the
+    five severities; corruptions already valid in the cache are kept. Returns the manifest."""
+    root = Path(root).expanduser().resolve()
+    x, y, test_sha = _test_set(root, limit)
+    cache = _Cache(root, len(x), force, log)
+    cache.put_labels(np.tile(y, 5))
+    for name in names:
+        if name in C.UNAVAILABLE:
+            log(f"{name}: not generated ({C.UNAVAILABLE[name]})")
+            continue
+        if cache.valid(name):
+            log(f"{name}: already in the cache ({cache.manifest['corruptions'][name]['source']}), kept")
+            continue
+        start = time.perf_counter()
+        array = np.concatenate([C.corrupt(name, x, s, seed) for s in C.SEVERITIES])
+        cache.put(name, array, {"source": "generated", "seed": seed, "generator": "harness.data.corruptions",
+                                "test_images_sha256": test_sha})
+        log(f"{name}: generated {len(array)} images in {time.perf_counter() - start:.1f} s")
+    cache.manifest["unavailable"] = {k: v for k, v in C.UNAVAILABLE.items() if k not in cache.manifest["corruptions"]}
+    cache.save()
+    return cache.manifest
+
+
+def import_dir(root: str | os.PathLike[str], folder: str | os.PathLike[str], *, force: bool = False,
+               label: str = "dir", log: Log = print) -> dict:
+    """Take the published `.npy` files (any of the 19 and `labels.npy`) from `folder` (or its
+    CIFAR-10-C/ subfolder) as source `official`."""
+    folder = Path(folder).expanduser().resolve()
+    if (folder / "CIFAR-10-C").is_dir():
+        folder = folder / "CIFAR-10-C"
+    if not (folder / "labels.npy").is_file():
+        raise DataError(f"{folder}: no labels.npy (expected the CIFAR-10-C release: <corruption>.npy and labels.npy)")
+    labels = np.load(folder / "labels.npy", allow_pickle=False)
+    if labels.ndim != 1 or len(labels) % 5 or labels.max(initial=0) > 9:
+        raise DataError(f"{folder}/labels.npy: shape {labels.shape}, expected (5·N,) labels 0..9")
+    cache = _Cache(Path(root).expanduser().resolve(), len(labels) // 5, force, log)
+    cache.put_labels(labels)
+    found = [n for n in C.ALL if (folder / f"{n}.npy").is_file()]
+    if not found:
+        raise DataError(f"{folder}: none of the 19 <corruption>.npy files")
+    for name in found:
+        array = np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        cache.put(name, array, {"source": "official", "from": f"{label}:{folder}",
+                                "file_sha256": _sha256_file(folder / f"{name}.npy")})
+        log(f"{name}: taken from {folder} (official)")
+    missing = [n for n in C.ALL if n not in found]
+    if missing:
+        log(f"not in {folder}: {', '.join(missing)}")
+    return cache.manifest
+
+
+def _sha256_file(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_official(root: str | os.PathLike[str], *, force: bool = False, log: Log = print) -> dict:
+    """Download the release from Zenodo, check it against the md5 Zenodo lists for it, unpack and
+    import it. Raises DataError with the reason when the network or the checksum refuses."""
+    root = Path(root).expanduser().resolve()
+    try:
+        with urllib.request.urlopen(ZENODO_API, timeout=DOWNLOAD_TIMEOUT_S) as r:
+            record = json.load(r)
+        entry = next(f for f in record["files"] if f["key"] == "CIFAR-10-C.tar")
+        algorithm, expected = entry["checksum"].split(":", 1)
+    except Exception as e:  # network refused, proxy, unexpected record
+        raise DataError(f"official: cannot reach Zenodo record {ZENODO_RECORD} ({type(e).__name__}: {e}); "
+                        f"download {ZENODO_TAR} elsewhere, unpack it and use --cifar10-c dir:PATH, "
+                        "or --cifar10-c generate") from e
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".cifar10c-") as work:
+        tar = Path(work) / "CIFAR-10-C.tar"
+        log(f"official: downloading {ZENODO_TAR} (2.9 GB)")
+        try:
+            with urllib.request.urlopen(ZENODO_TAR, timeout=DOWNLOAD_TIMEOUT_S) as r, open(tar, "wb") as f:
+                shutil.copyfileobj(r, f, 1 << 22)
+        except Exception as e:
+            raise DataError(f"official: download failed ({type(e).__name__}: {e})") from e
+        got = _sha256_file(tar, algorithm)
+        if got != expected:
+            raise DataError(f"official: {algorithm} of the download is {got}, Zenodo lists {expected}")
+        with tarfile.open(tar) as t:
+            t.extractall(work, filter="data")
+        return import_dir(root, Path(work) / "CIFAR-10-C", force=force, label="zenodo", log=log)
+
+
+def prepare_c(root: str | os.PathLike[str], mode: str, *, limit: int | None = None, seed: int = 0,
+              force: bool = False, log: Log = print) -> int:
+    """The CLI's `--cifar10-c MODE`: 0 when the cache holds the corruptions, 1 when it failed."""
+    try:
+        if mode == "generate":
+            manifest = generate(root, seed=seed, limit=limit, force=force, log=log)
+        elif mode == "official":
+            manifest = fetch_official(root, force=force, log=log)
+        elif mode.startswith("dir:"):
+            manifest = import_dir(root, mode[4:], force=force, log=log)
+        else:
+            raise DataError(f"--cifar10-c {mode!r}: expected generate, official or dir:PATH")
+    except DataError as e:
+        log(f"cifar10-c: {e}")
+        return 1
+    sources = {}
+    for name, entry in manifest["corruptions"].items():
+        sources.setdefault(entry["source"], []).append(name)
+    log(f"cifar10-c: {c_dir(root)} holds {len(manifest['corruptions'])} corruptions × 5 severities × "
+        f"{manifest['images_per_severity']} images ("
+        + "; ".join(f"{k}: {len(v)}" for k, v in sorted(sources.items())) + ")")
+    return 0
+
+
+def available(root: str | os.PathLike[str]) -> dict[str, dict]:
+    """Corruption name → manifest entry of what the cache holds (empty when there is none)."""
+    manifest = read_c_manifest(root)
+    return dict(manifest["corruptions"]) if manifest else {}
+
+
+def load_cifar10c(root: str | os.PathLike[str], corruptions: str | Sequence[str] = "all",
+                  severities: Sequence[int] = C.SEVERITIES, limit: int | None = None
+                  ) -> Iterator[tuple[str, int, np.ndarray, np.ndarray, str]]:
+    """(name, severity, images uint8 NHWC, labels int64, source) for each requested corruption ×
+    severity, in the order of the 19 names; `limit` takes the first images of each block.
+    Raises DataError (naming the prepare command) when something requested is not cached."""
+    manifest = read_c_manifest(root)
+    if manifest is None:
+        raise DataError(f"no CIFAR-10-C cache at {c_dir(root)}: {prepare_hint(root)}")
+    held = manifest["corruptions"]
+    names = [n for n in C.ALL if n in held] if corruptions == "all" else list(corruptions)
+    missing = [n for n in names if n not in held]
+    if missing:
+        raise DataError(f"CIFAR-10-C cache at {c_dir(root)} lacks {', '.join(missing)}: {prepare_hint(root)}"
+                        + ("" if set(missing) - set(C.UNAVAILABLE) else
+                           f" (not generable here: {'; '.join(f'{n}: {C.UNAVAILABLE[n]}' for n in missing)})"))
+    bad = [s for s in severities if s not in C.SEVERITIES]
+    if bad:
+        raise DataError(f"severities {bad}: must be in 1..5")
+    n = manifest["images_per_severity"]
+    take = n if limit is None else min(limit, n)
+    labels = np.load(c_dir(root) / "labels.npy", mmap_mode="r", allow_pickle=False)
+    for name in names:
+        path = c_dir(root) / f"{name}.npy"
+        if not _file_ok(path, held[name], 5 * n, check_hash=False):
+            raise DataError(f"{path} is missing or malformed: {prepare_hint(root)}")
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        for s in severities:
+            rows = slice((s - 1) * n, (s - 1) * n + take)
+            yield name, s, np.asarray(array[rows]), np.asarray(labels[rows], dtype=np.int64), held[name]["source"]
