@@ -34,6 +34,11 @@ RUNS_SCHEMA = pa.schema([
     ("gpu_hours", pa.float64()), ("host", pa.string()), ("error", pa.string()), ("config_json", pa.string()),
     ("test_nll", pa.float64()), ("test_ece", pa.float64()), ("agreement_ensemble", pa.float64()),
     ("agreement_teachers", pa.string()), ("test_per_class_top1", pa.string()), ("test_reliability", pa.string()),
+    ("cifar10c_mean_top1", pa.float64()), ("cifar10c_mean_over", pa.string()), ("robustness_eval_s", pa.float64()),
+])
+ROBUSTNESS_SCHEMA = pa.schema([
+    ("schema_version", pa.int32()), ("job_key", pa.string()), ("corruption", pa.string()), ("severity", pa.int64()),
+    ("top1", pa.float64()), ("n", pa.int64()), ("corruption_source", pa.string()),
 ])
 CONFUSION_SCHEMA = pa.schema([("schema_version", pa.int32()), ("job_key", pa.string()), ("true_class", pa.int64()),
                               ("pred_class", pa.int64()), ("count", pa.int64())])
@@ -70,6 +75,11 @@ def confusion_rows(job: gridlib.Job, folder: Path) -> list[dict]:
     return [{"schema_version": SCHEMA_VERSION, "job_key": job.key, "true_class": c["true"],
              "pred_class": c["pred"], "count": c["count"]}
             for c in job_runner.read_json(folder / "confusion.json") or []]
+
+
+def robustness_rows(job: gridlib.Job, folder: Path) -> list[dict]:
+    return [{"schema_version": SCHEMA_VERSION, "job_key": job.key, **{k: r[k] for k in ROBUSTNESS_SCHEMA.names[2:]}}
+            for r in (job_runner.read_json(folder / "robustness.json") or {}).get("rows", [])]
 
 
 def epochs_schema(rows: list[dict]) -> pa.Schema:
@@ -116,6 +126,8 @@ def collect(root: Path) -> tuple[pa.Table, pa.Table]:
     write_parquet(epochs_table, root / "epochs.parquet")
     confusion = [row for j in jobs for row in confusion_rows(j, root / "jobs" / j.key)]
     write_parquet(pa.Table.from_pylist(confusion, schema=CONFUSION_SCHEMA), root / "confusion.parquet")
+    robustness = [row for j in jobs for row in robustness_rows(j, root / "jobs" / j.key)]
+    write_parquet(pa.Table.from_pylist(robustness, schema=ROBUSTNESS_SCHEMA), root / "robustness.parquet")
     return runs_table, epochs_table
 
 

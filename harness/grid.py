@@ -154,6 +154,7 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
     grid["methods"] = tables.get("methods", {})
     check_method_tables(grid["methods"], problems)
     check_grid_axes(grid, problems)
+    check_eval(grid["eval"], problems)
     cluster = grid["cluster"]
     on_gpu = cluster.get("gpus_per_job", 0) > 0 if cluster.get("executor") == "slurm" else cuda_available
     if grid["train"].get("mixed_precision") == "fp16" and not on_gpu:
@@ -167,6 +168,21 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
         check_method_builds(grid, problems)
     problems[:] = list(dict.fromkeys(problems))
     return grid
+
+
+def check_eval(table: dict, problems: list) -> None:
+    """[eval]: corruption names among the 19 of CIFAR-10-C (or "all"), severities in 1..5."""
+    from harness.data.corruptions import ALL
+
+    names = table.get("corruptions")
+    if isinstance(names, str) and names != "all":
+        problems.append(("eval.corruptions", f"{names!r}: expected \"all\" or a list of names" + suggest(names, ["all"])))
+    elif isinstance(names, list):
+        for i, name in enumerate(names):
+            if name not in ALL:
+                problems.append((f"eval.corruptions[{i}]", f"unknown corruption {name!r}" + suggest(name, ALL)))
+    if any(s > 5 for s in table.get("severities") or []):
+        problems.append(("eval.severities", f"severities are 1..5, got {table['severities']}"))
 
 
 def check_method_tables(tables: dict, problems: list) -> None:
@@ -317,7 +333,10 @@ def plan(grid: dict) -> Plan:
                 students.append(make_job("student", method, spec, seed, grid["train"]["arch"], keys,
                                          "+".join(tset) or NO_TEACHERS, student_recipe, data))
     teachers = [job for name, job in teacher_jobs.items() if name in needed]
-    return Plan(grid, _unique(teachers + students), external)
+    jobs = _unique(teachers + students)
+    for job in jobs:  # evaluation settings: not in the key (they change no training result)
+        job.runtime["eval"] = dict(grid["eval"])
+    return Plan(grid, jobs, external)
 
 
 def make_job(stage, method, spec, seed, arch, teacher_keys, tset_label, recipe, data) -> Job:

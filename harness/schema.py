@@ -103,7 +103,18 @@ CLUSTER = {
     "array_parallelism": Key("int", 64, "slurm: tasks of one array running at once", minimum=1, **_cluster),
 }
 
-SECTIONS = {"data": DATA, "train": TRAIN, "grid": GRID, "cluster": CLUSTER}
+# Evaluation after training: changes no result of training, so nothing here enters a job key.
+_eval = dict(affects_result=False)
+EVAL = {
+    "corruptions": Key("str|list[str]", [], "CIFAR-10-C corruptions each job is evaluated on at the end: \"all\" "
+                       "(every one the cache holds) or names; [] = none. Needs `python -m harness.data prepare "
+                       "--cifar10-c ...`", **_eval),
+    "severities": Key("list[int]", [1, 2, 3, 4, 5], "CIFAR-10-C severities (1..5)", minimum=1, **_eval),
+    "limit": Key("int", doc="CIFAR-10-C: only the first N images of each corruption × severity (quick runs)",
+                 optional=True, minimum=1, **_eval),
+}
+
+SECTIONS = {"data": DATA, "train": TRAIN, "grid": GRID, "eval": EVAL, "cluster": CLUSTER}
 
 
 def suggest(word: str, options) -> str:
@@ -117,7 +128,10 @@ def suggest(word: str, options) -> str:
 
 
 def type_ok(value: Any, type_: str) -> bool:
-    """Whether a TOML value has the declared type (an int is a valid float; a bool is no int)."""
+    """Whether a TOML value has the declared type (an int is a valid float; a bool is no int);
+    `a|b` accepts either."""
+    if "|" in type_:
+        return any(type_ok(value, t) for t in type_.split("|"))
     if type_.startswith("list["):
         inner = type_[5:-1]
         return isinstance(value, list) and all(type_ok(v, inner) for v in value)
@@ -129,7 +143,7 @@ def type_ok(value: Any, type_: str) -> bool:
 def reference_markdown() -> str:
     """The README's key reference, generated from the tables above (`python -m harness.schema`)."""
     sections = [("top level", TOP), ("[data]", DATA), ("[train]", TRAIN),
-                ("[teachers.NAME]", TEACHER), ("[grid]", GRID), ("[cluster]", CLUSTER)]
+                ("[teachers.NAME]", TEACHER), ("[grid]", GRID), ("[eval]", EVAL), ("[cluster]", CLUSTER)]
     lines = []
     for title, keys in sections:
         lines += [f"**{title}**", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness import checkpoint, teacher_cache
+from harness import checkpoint, robustness, teacher_cache
 from harness.data import load_cifar10
 from harness.data.device import DeviceData
 from harness.evaluate import job_metrics, predict, top1
@@ -154,6 +154,7 @@ def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
     metrics.update(job_metrics(t, folder, names) if t.accelerator.is_main_process else {})
     if t.accelerator.is_main_process:
         checkpoint.save_weights(folder / "model.pt", config["arch"], t.model)
+    metrics.update(robustness.evaluate_job(t, spec, folder) if t.accelerator.is_main_process else {})
     return metrics
 
 

@@ -88,3 +88,50 @@ def test_official_download_reports_the_refusal(tmp_path, monkeypatch, capsys):
     assert data_main(["prepare", "--root", str(tmp_path), "--cifar10-c", "official"]) == 1
     out = capsys.readouterr().out
     assert "cannot reach Zenodo record 2535967" in out and "dir:PATH" in out
+
+
+def test_eval_section_is_validated_and_stays_out_of_the_key(tmp_path, c_root):
+    from harness import grid as gridlib
+    from tests.conftest import TINY_GRID
+
+    base = TINY_GRID.format(root=c_root, executor="debug")
+    path = tmp_path / "g.toml"
+    path.write_text(base + '[eval]\ncorruptions = ["fgo", "contrast"]\nseverities = [1, 6]\n')
+    with pytest.raises(gridlib.GridError) as e:
+        gridlib.load(path)
+    text = str(e.value)
+    assert "eval.corruptions[0]: unknown corruption 'fgo'; did you mean 'fog'?" in text
+    assert "eval.severities" in text and "1..5" in text
+    path.write_text(base)
+    plain = gridlib.plan(gridlib.load(path))
+    path.write_text(base + '[eval]\ncorruptions = "all"\nlimit = 4\n')
+    evaluated = gridlib.plan(gridlib.load(path))
+    assert [j.key for j in plain.jobs] == [j.key for j in evaluated.jobs]
+    assert evaluated.jobs[0].runtime["eval"] == {"corruptions": "all", "severities": [1, 2, 3, 4, 5], "limit": 4}
+    assert plain.jobs[0].runtime["eval"]["corruptions"] == []
+
+
+def test_tiny_grid_lands_rows_in_robustness_parquet(tmp_path, c_root):
+    import pyarrow.parquet as pq
+
+    from harness.launch import main as launch
+    from tests.conftest import TINY_GRID
+
+    path = tmp_path / "g.toml"
+    path.write_text(TINY_GRID.format(root=c_root, executor="debug").replace("epochs = 3", "epochs = 1")
+                    + '[eval]\ncorruptions = ["contrast", "gaussian_noise", "saturate"]\nseverities = [1, 5]\n')
+    out = tmp_path / "out"
+    assert launch([str(path), "--out", str(out), "--set", "grid.method=['ce']", "--set", "grid.seed=[0]"]) == 0
+    runs = pq.read_table(out / "tiny" / "runs.parquet").to_pylist()
+    rows = pq.read_table(out / "tiny" / "robustness.parquet").to_pylist()
+    (run,) = runs
+    assert sorted((r["corruption"], r["severity"]) for r in rows) == [
+        ("contrast", 1), ("contrast", 5), ("gaussian_noise", 1), ("gaussian_noise", 5), ("saturate", 1), ("saturate", 5)]
+    assert all(r["job_key"] == run["job_key"] and r["n"] == N and r["corruption_source"] == "generated"
+               and 0 <= r["top1"] <= 100 for r in rows)
+    standard = [r["top1"] for r in rows if r["corruption"] != "saturate"]
+    assert run["cifar10c_mean_top1"] == pytest.approx(sum(standard) / len(standard))
+    assert run["cifar10c_mean_over"].startswith("2/15 standard corruptions, severities 1,5, source generated")
+    assert run["robustness_eval_s"] > 0
+    saved = json.loads((out / "tiny" / "jobs" / run["job_key"] / "robustness.json").read_text())
+    assert len(saved["rows"]) == 6 and saved["robustness_eval_s"] == run["robustness_eval_s"]
