@@ -92,3 +92,23 @@ def bootstrap_mean_ci(d, level: float = 0.95, n_boot: int = 10_000, seed: int = 
     alpha = (1 - level) / 2
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
     return float(lo), float(hi)
+
+
+def welch(a, b, level: float = 0.95) -> Paired:
+    """Unpaired difference mean(a) − mean(b) (two grids, no shared seeds assumed): Welch's t-test
+    and its Welch–Satterthwaite t-interval; no bootstrap (boot_* are NaN)."""
+    x = np.asarray([v for v in a if v is not None and not math.isnan(v)], dtype=float)
+    y = np.asarray([v for v in b if v is not None and not math.isnan(v)], dtype=float)
+    if len(x) == 0 or len(y) == 0:
+        return Paired(0, NAN, NAN, NAN, NAN, NAN, NAN, NAN)
+    diff = float(x.mean() - y.mean())
+    if len(x) < 2 or len(y) < 2:
+        return Paired(min(len(x), len(y)), diff, NAN, NAN, NAN, NAN, NAN, NAN)
+    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return Paired(min(len(x), len(y)), diff, 0.0, diff, diff, 1.0 if diff == 0 else 0.0, NAN, NAN)
+    df = (va + vb) ** 2 / (va ** 2 / (len(x) - 1) + vb ** 2 / (len(y) - 1))
+    q = float(_st.t.ppf(0.5 + level / 2, df))
+    p = float(2 * _st.t.sf(abs(diff) / se, df))
+    return Paired(min(len(x), len(y)), diff, se, diff - q * se, diff + q * se, p, NAN, NAN)

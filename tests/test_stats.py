@@ -47,3 +47,14 @@ def test_paired_degenerate_cases():
     assert one.n == 1 and one.mean_diff == -1.0 and math.isnan(one.p_value)
     same = stats.paired({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
     assert same.mean_diff == 0 and same.p_value == 1.0
+
+
+def test_welch_matches_scipy_by_hand():
+    # a: mean 2, var 1 (n 3); b: mean 5, var 10/3 (n 4) -> se² = 1/3 + (10/3)/4
+    w = stats.welch([1, 2, 3], [3, 4, 6, 7])
+    va, vb = 1 / 3, 10 / 3 / 4
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3)
+    assert w.mean_diff == -3 and w.std_diff == pytest.approx(math.sqrt(va + vb))
+    from scipy import stats as st
+    assert w.p_value == pytest.approx(2 * st.t.sf(3 / math.sqrt(va + vb), df))
+    assert w.p_value == pytest.approx(st.ttest_ind([1, 2, 3], [3, 4, 6, 7], equal_var=False).pvalue)
