@@ -57,8 +57,9 @@ def _read(path: Path) -> pa.Table | None:
 def load(root: Path) -> Results:
     runs_table = pq.read_table(root / "runs.parquet")
     runs = runs_table.to_pylist()
+    robustness = _read(root / "robustness.parquet")
     res = Results(root, runs, _read(root / "epochs.parquet"), _read(root / "confusion.parquet"),
-                  _read(root / "robustness.parquet"))
+                  robustness if robustness is not None and robustness.num_rows else None)
     if (root / "grid.toml").is_file():
         res.grid_text = (root / "grid.toml").read_text()
     c10c = {}
@@ -305,8 +306,9 @@ def c10c_note(res: Results) -> str:
         return "CIFAR-10-C: no CIFAR-10-C evaluation in this grid."
     src = res.c10c_source or "unknown source"
     extra = " — official and generated corruptions are mixed in this mean" if "+" in src else ""
-    return (f"CIFAR-10-C: mean top-1 over all evaluated corruptions and severities "
-            f"(corruption source: {src}{extra}).")
+    over = sorted({r["cifar10c_mean_over"] for r in res.runs if r.get("cifar10c_mean_over")})
+    what = ("; the mean covers: " + " | ".join(over)) if over else " (all evaluated corruptions and severities)"
+    return f"CIFAR-10-C: mean top-1 (corruption source: {src}{extra}){what}."
 
 
 # ---------------------------------------------------------------- figures

@@ -46,6 +46,8 @@ def make_results(root, robustness=True, kd_offset=0.0):
                                              "n": 100, "corruption_source": "generated"}
                                             for r in done for c in ("fog", "gaussian_noise") for s in (1, 2, 3, 4, 5)]),
                       root / "robustness.parquet")
+    else:  # what collect writes for a grid without [eval]: an empty table
+        write_parquet(collect.ROBUSTNESS_SCHEMA.empty_table(), root / "robustness.parquet")
     (root / "grid.toml").write_text('name = "syn"\n')
     return root
 
