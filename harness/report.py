@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from rich.console import Console
 from rich.table import Table
 
 from harness import stats
@@ -140,10 +141,10 @@ def _p(x) -> str:
 
 def display_rows(rows: list[dict], stage: str) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells of a stage's table (shared by rich, Markdown and LaTeX)."""
-    header = ["arch", "method", "teachers", "n seeds", "test top-1 (%)", "95% CI (t)", "best-val-sel. test (%)",
-              "CIFAR-10-C (%)", "ECE (%)"]
+    header = ["arch", "method", "teachers", "seeds", "test top-1 (%)", "95% CI (t)", "best-val sel. (%)",
+              "C10-C (%)", "ECE (%)"]
     if stage == "student":
-        header += ["Δ vs ce [boot 95% CI]", "p (ce)", "Δ vs kd [boot 95% CI]", "p (kd)"]
+        header += ["Δ vs ce [95% boot.]", "p vs ce", "Δ vs kd [95% boot.]", "p vs kd"]
     body = []
     for r in rows:
         top1 = _f(r["top1_mean"]) + ("" if math.isnan(r["top1_std"]) else f" ± {r['top1_std']:.2f}")
@@ -295,10 +296,12 @@ def write_markdown(res: Results, tables: list[tuple[str, list[str], list[list[st
     return path
 
 
-STATS_NOTE = ("Statistics over seeds: mean ± sample standard deviation; 95 % CI: Student-t interval of the mean. "
+STATS_NOTE = ("Statistics over seeds (completed jobs only): mean ± sample standard deviation; 95 % CI: "
+              "Student-t interval of the mean; best-val sel.: test top-1 of each run's best-validation epoch; "
+              "C10-C: CIFAR-10-C mean top-1; ECE: expected calibration error (15 bins). "
               "Δ: mean paired difference (this method − baseline) over the seeds both completed, with a 95 % "
               "percentile bootstrap interval (10,000 resamples, seeded) and the two-sided paired t-test p-value; "
-              "n = shared seeds. With fewer than 2 seeds no interval or p-value is given.")
+              "n = shared seeds. With fewer than 2 seeds no interval or p-value is given, with fewer than 3 no bootstrap.")
 
 
 def c10c_note(res: Results) -> str:
@@ -584,6 +587,8 @@ def summary_table(runs: pa.Table, title: str = "test top-1 (%)") -> Table:
 
 def report(root: Path, fmt: str = "rich", compare: Path | None = None, write: bool = True, console=None) -> int:
     console = console or make_console()
+    if not console.is_terminal:  # a file or a pipe: wide enough that no cell wraps
+        console = Console(width=260)
     res = load(root)
     name = res.runs[0]["grid"] if res.runs else root.name
     tables = []

@@ -82,10 +82,10 @@ def paired_p_value(d) -> float:
 
 
 def bootstrap_mean_ci(d, level: float = 0.95, n_boot: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of d, seeded (same data, same interval)."""
+    """Percentile bootstrap interval of the mean of d, seeded (same data, same interval); NaN for n < 3."""
     d = np.asarray(d, dtype=float)
     n = len(d)
-    if n < 2:
+    if n < 3:  # two values give three possible resampled means: no interval worth the name
         return NAN, NAN
     rng = np.random.default_rng(seed)
     means = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)

@@ -71,7 +71,7 @@ def test_report_writes_every_file_and_says_what_is_missing(tmp_path, capsys):
     root = make_results(tmp_path / "syn")
     assert report.main([str(root)]) == 0
     out, err = capsys.readouterr()
-    assert "92.00" in out and "+1.00" in out and "0.074" in out  # rich may wrap cells
+    assert "92.00 ± 1.32" in out and "+1.00" in out and "0.074 (n=3)" in out
     assert "1 of 8 jobs not completed" in err and "seed 3" in err
     md = (root / "report" / "report.md").read_text()
     assert "92.00 ± 1.32" in md and "Jobs not completed" in md and "[k3]: pending" in md

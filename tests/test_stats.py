@@ -58,3 +58,8 @@ def test_welch_matches_scipy_by_hand():
     from scipy import stats as st
     assert w.p_value == pytest.approx(2 * st.t.sf(3 / math.sqrt(va + vb), df))
     assert w.p_value == pytest.approx(st.ttest_ind([1, 2, 3], [3, 4, 6, 7], equal_var=False).pvalue)
+
+
+def test_no_bootstrap_interval_from_two_seeds():
+    two = stats.paired({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.5})
+    assert two.n == 2 and not math.isnan(two.p_value) and math.isnan(two.boot_low)
