@@ -465,7 +465,7 @@ def fig_c10c_heatmap(res: Results, plt):
     with np.errstate(invalid="ignore"):
         grid = sums.sum(2) / counts.sum(2)
     height = 1.2 + 0.28 * len(keys)
-    fig, ax = plt.subplots(figsize=(FIG_WIDTH, max(2.4, height)), layout="constrained")
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, max(3.0, height)), layout="constrained")
     im = ax.imshow(grid, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(corrs)), [c.replace("_", " ") for c in corrs], rotation=45, ha="right")
     ax.set_yticks(range(len(keys)), [_row_label(k, keys) for k in keys])
@@ -476,8 +476,8 @@ def fig_c10c_heatmap(res: Results, plt):
                         color="white" if v < np.nanmean(grid) else "black")
     ax.set_xlabel(f"corruption ({res.c10c_source or 'unknown'} source)")
     ax.set_ylabel("method ← teachers")
-    fig.colorbar(im, ax=ax, label="top-1 (%), mean over severities and seeds")
-    ax.set_title("CIFAR-10-C accuracy per corruption")
+    fig.colorbar(im, ax=ax, label="top-1 (%)")
+    ax.set_title("CIFAR-10-C accuracy per corruption (mean over severities and seeds)")
     return fig
 
 
