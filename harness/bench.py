@@ -10,6 +10,7 @@
            measured alone (goal ≤ 1.05×)
 - augment: augmenting one batch vs one ResNet20 training step (goal < 3 %)
 - plan:    planning a 10,000-job grid: read, validate, expand, key (goal < 1 s)
+- report:  `python -m harness.report` on a synthetic 1,000-job results folder (goal < 5 s)
 - robustness: CIFAR-10-C evaluation (cache on disk → device → model) vs the clean test set
            already on the device, ResNet20, images/s (goal ≥ 0.9×)
 - slurm:   (only when named; needs a running SLURM) sbatch calls and time to queue a 1,000-job
@@ -237,6 +238,74 @@ def bench_plan(args) -> list[Row]:
     return [Row("plan", statistics.median(times), "<", 1.0, " s", f"{jobs} jobs planned")]
 
 
+def synthetic_results(root: Path, methods=("ce", "kd", "kd+at", "kd+fa", "mate"), seeds=range(50),
+                      teacher_sets=("r56", "r110", "dn121", "r56+r110"), epochs: int = 200, corruptions: int = 19,
+                      seed: int = 0) -> Path:
+    """A results folder shaped like a collected grid's (runs, epochs, confusion, robustness Parquet
+    tables; grid.toml), with made-up numbers: what `report` is timed and tested on."""
+    import json
+
+    import pyarrow as pa
+
+    from harness import collect
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    runs, keys = [], []
+    bins = [{"count": 10, "confidence": (i + 0.5) / 15, "accuracy": min(1.0, (i + 0.2) / 15)} for i in range(15)]
+    for m, method in enumerate(methods):
+        for teachers in teacher_sets:
+            for s in seeds:
+                key = f"{len(runs):016x}"
+                keys.append(key)
+                runs.append({**{n: None for n in collect.RUNS_SCHEMA.names}, "schema_version": 1, "grid": "synthetic",
+                             "job_key": key, "stage": "student", "method": method, "seed": s, "teacher_set": teachers,
+                             "arch": "resnet20", "status": "completed", "test_top1": 90 + m * 0.2 + rng.normal(0, 0.3),
+                             "best_val_top1": 90.5, "test_top1_at_best_val": 90 + m * 0.2 + rng.normal(0, 0.3),
+                             "epochs": epochs, "wall_time_s": 3600.0, "gpu_hours": 1.0, "torch_version": "2.5.1",
+                             "device": "cuda:0", "git_commit": "abc1234", "executor": "slurm", "test_ece": 3.0,
+                             "test_nll": 0.3, "test_reliability": json.dumps(bins)})
+    n = len(keys)
+    collect.write_parquet(pa.Table.from_pylist(runs, schema=collect.RUNS_SCHEMA), root / "runs.parquet")
+    ep = np.tile(np.arange(1, epochs + 1), n)
+    collect.write_parquet(pa.table({"schema_version": pa.array(np.ones(n * epochs, np.int32)),
+                                    "job_key": np.repeat(keys, epochs), "epoch": ep,
+                                    "val_top1": 90 * (1 - np.exp(-ep / 30)) + rng.normal(0, 0.5, n * epochs)}),
+                          root / "epochs.parquet")
+    t, p = np.meshgrid(np.arange(10), np.arange(10), indexing="ij")
+    cells = np.where(t == p, 900, 11).ravel()
+    collect.write_parquet(pa.table({"schema_version": pa.array(np.ones(n * 100, np.int32)),
+                                    "job_key": np.repeat(keys, 100), "true_class": np.tile(t.ravel(), n),
+                                    "pred_class": np.tile(p.ravel(), n), "count": np.tile(cells, n)}),
+                          root / "confusion.parquet")
+    names = [f"corruption_{i:02d}" for i in range(corruptions)]
+    per_job = corruptions * 5
+    sev = np.tile(np.repeat(np.arange(1, 6), corruptions), n)
+    collect.write_parquet(pa.table({"schema_version": pa.array(np.ones(n * per_job, np.int32)),
+                                    "job_key": np.repeat(keys, per_job), "corruption": np.tile(names * 5, n),
+                                    "severity": sev, "top1": 85 - 8 * sev + rng.normal(0, 1, n * per_job),
+                                    "n": np.full(n * per_job, 10000), "corruption_source": ["generated"] * (n * per_job)}),
+                          root / "robustness.parquet")
+    (root / "grid.toml").write_text('name = "synthetic"\n')
+    return root
+
+
+def bench_report(args) -> list[Row]:
+    from harness import report
+
+    root = synthetic_results(Path(tempfile.mkdtemp()) / "synthetic")
+    times = []
+    for _ in range(max(1, min(args.repeats, 3))):
+        start = time.perf_counter()
+        with open("/dev/null", "w") as sink:
+            import contextlib
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                report.main([str(root)])
+        times.append(time.perf_counter() - start)
+    return [Row("report", statistics.median(times), "<", 5.0, " s",
+                "python -m harness.report on 1,000 job rows (200 epochs each, confusion, CIFAR-10-C): tables, report.md, 6 PNGs")]
+
+
 MATE_TEACHERS = ("resnet110", "densenet121", "vgg19_bn")
 
 
@@ -376,7 +445,7 @@ def bench_robustness(args, corruptions: int = 3, n: int = 10_000) -> list[Row]:
 
 
 BENCHES = {"step": bench_step, "kd": bench_kd, "augment": bench_augment, "plan": bench_plan, "cakd": bench_cakd,
-           "mate": bench_mate, "slurm": bench_slurm, "robustness": bench_robustness}
+           "mate": bench_mate, "slurm": bench_slurm, "robustness": bench_robustness, "report": bench_report}
 NEEDS_CLUSTER = {"slurm"}  # not part of the default run
 
 
