@@ -362,7 +362,8 @@ def fig_accuracy(res: Results, plt):
             s = stats.describe(x)
             err = 0 if math.isnan(s.ci_low) else s.mean - s.ci_low
             jitter = np.linspace(-0.1, 0.1, len(x)) if len(x) > 1 else [0]
-            ax.scatter(i - 0.15 + np.asarray(jitter), x, s=5, color="0.6", zorder=2, linewidths=0)
+            ax.scatter(i - 0.15 + np.asarray(jitter), x, s=14 if len(x) <= 10 else 5, color="0.55", zorder=2,
+                       linewidths=0)
             ax.errorbar([i + 0.15], [s.mean], yerr=[err], fmt="o", color="C3", capsize=3, markersize=4,
                         elinewidth=1.2, zorder=4)
         ax.set_xticks(range(len(methods)), [m if len({a for a, _ in methods}) == 1 else f"{m}\n{a}"
