@@ -62,7 +62,9 @@ def main(argv=None) -> int:
     if args.dry_run:
         console.print(plan_table(plan, root))
         return EXIT_OK
-    problem = check_data(plan.grid["data"])
+    from harness import robustness
+
+    problem = check_data(plan.grid["data"]) or robustness.check_cache(plan.grid["data"]["root"], plan.grid["eval"])
     if problem:
         console.print(f"[red]error:[/] {problem}", highlight=False)
         return EXIT_BAD_INPUT

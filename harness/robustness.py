@@ -109,6 +109,21 @@ def summarize(rows: list[dict]) -> dict:
     return {"cifar10c_mean_top1": mean, "cifar10c_mean_over": over}
 
 
+def check_cache(root: str | Path, cfg: dict) -> str | None:
+    """What launch asks before anything runs: can the cache serve [eval]? None, or the problem."""
+    from harness.data import DataError
+
+    if not cfg.get("corruptions"):
+        return None
+    try:
+        next(load_cifar10c(root, cfg["corruptions"], cfg.get("severities") or SEVERITIES, cfg.get("limit")))
+    except DataError as e:
+        return f"[eval] corruptions: {e}"
+    except StopIteration:
+        return f"[eval] corruptions = \"all\", but the CIFAR-10-C cache under {root} holds none"
+    return None
+
+
 def evaluate_job(t, spec: dict, folder: Path) -> dict:
     """What run_training calls at the end of a job: nothing unless [eval] asks for corruptions."""
     cfg = (spec.get("runtime") or {}).get("eval") or {}

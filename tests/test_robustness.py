@@ -135,3 +135,15 @@ def test_tiny_grid_lands_rows_in_robustness_parquet(tmp_path, c_root):
     assert run["robustness_eval_s"] > 0
     saved = json.loads((out / "tiny" / "jobs" / run["job_key"] / "robustness.json").read_text())
     assert len(saved["rows"]) == 6 and saved["robustness_eval_s"] == run["robustness_eval_s"]
+
+
+def test_launch_refuses_eval_the_cache_cannot_serve(tmp_path, c_root, capsys):
+    from harness.launch import main as launch
+    from tests.conftest import TINY_GRID
+
+    path = tmp_path / "g.toml"
+    path.write_text(TINY_GRID.format(root=c_root, executor="debug") + '[eval]\ncorruptions = ["motion_blur"]\n')
+    assert launch([str(path), "--out", str(tmp_path / "out")]) == 2
+    out = capsys.readouterr().out
+    assert "lacks motion_blur" in out and "--cifar10-c" in out
+    assert not (tmp_path / "out" / "tiny" / "jobs").exists()
