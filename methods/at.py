@@ -60,6 +60,7 @@ class AttentionTransfer(Term):
     defaults = {"weight": 1000.0, "p": 2.0, "mode": "code", "pairs": [[0, 0], [1, 1], [2, 2]], **MASK_DEFAULTS}
     choices = {"mode": ("code", "paper"), "mask": MASK_MODES}
     uses_teachers = True
+    needs_teacher_features = True
 
     def __init__(self, ctx: Context, **params):
         super().__init__(ctx, **params)

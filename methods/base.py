@@ -64,6 +64,12 @@ class Term(nn.Module):
     choices: ClassVar[dict[str, tuple]] = {}  # the allowed values of parameters that are a choice
     uses_teachers: ClassVar[bool] = False
     supervises: ClassVar[bool] = False  # True: the term returns the student's own "ce" loss
+    needs_teacher_features: ClassVar[bool] = False  # reads the teachers' feature maps
+
+    @property
+    def supplies_teacher_outputs(self) -> bool:
+        """True where `teacher_outputs` replaces the teachers' forward (e.g. with cached logits)."""
+        return False
 
     def __init__(self, ctx: Context, **params: Any):
         super().__init__()
@@ -113,6 +119,7 @@ class Method(nn.Module):
 
     def __init__(self, terms: list[Term], teachers: list[nn.Module]):
         super().__init__()
+        check_composition(terms)
         self.terms = nn.ModuleList(terms)
         self.teachers = list(teachers)  # a plain list: not sub-modules, so never saved or optimised
 
@@ -147,6 +154,20 @@ class Method(nn.Module):
                     raise ValueError(f"two terms of the method both return a loss named {name!r}")
                 out[name] = value
         return out
+
+
+def check_composition(terms: list[Term]) -> None:
+    """Terms that cannot work together are refused when the method is built (which the grid does
+    at plan time), not when a job meets them."""
+    supervising = [t.name for t in terms if t.supervises]
+    if len(supervising) > 1:
+        raise ValueError(f"{' and '.join(supervising)} each supervise the student (each returns its own 'ce'); "
+                         "compose at most one of them")
+    suppliers = [t.name for t in terms if t.supplies_teacher_outputs]
+    readers = [t.name for t in terms if t.needs_teacher_features]
+    if suppliers and readers:
+        raise ValueError(f"{suppliers[0]} supplies cached teacher outputs without feature maps, which "
+                         f"{', '.join(readers)} need: set its teacher_cache = 'off'")
 
 
 def build_method(spec: dict[str, Any], ctx: Context) -> Method:

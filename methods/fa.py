@@ -50,6 +50,7 @@ class FeatureAlignment(Term):
     defaults = {"weight": 100.0, "pairs": [[2, 2]], **MASK_DEFAULTS}
     choices = {"mask": MASK_MODES}
     uses_teachers = True
+    needs_teacher_features = True
 
     def __init__(self, ctx: Context, **params):
         super().__init__(ctx, **params)

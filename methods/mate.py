@@ -115,6 +115,10 @@ class MateKD(Term):
     def cached(self) -> bool:
         return self.params["teacher_cache"] == "clean"
 
+    @property
+    def supplies_teacher_outputs(self) -> bool:
+        return self.cached
+
     def _cache(self) -> list[CachedTeacher]:
         if self._caches is None or len(self._caches) != len(self._teachers):
             raise RuntimeError("mate: teacher_cache = 'clean' but the harness handed no teacher cache "

@@ -116,11 +116,11 @@ def test_unused_teacher_gets_no_job(tmp_path):
 
 def test_method_variants_and_compositions(tmp_path):
     text = BASE + '[methods.kd]\ntemperature = 2.0\n[methods.soft]\nterms = ["kd"]\nalpha = 0.5\n'
-    grid = load(tmp_path, text, ["grid.method=['kd', 'soft', 'ce+kd']"])
+    grid = load(tmp_path, text, ["grid.method=['kd', 'soft', 'kd+at']"])
     resolved = grid["resolved_methods"]
     assert resolved["kd"]["params"]["kd"] == {"temperature": 2.0, "alpha": 0.9}
     assert resolved["soft"]["params"]["kd"] == {"temperature": 2.0, "alpha": 0.5}
-    assert resolved["ce+kd"]["terms"] == ["ce", "kd"]
+    assert resolved["kd+at"]["terms"] == ["kd", "at"]
     found = problems(tmp_path, BASE + '[methods.soft]\nterms = ["kd"]\nbeta = 1.0\n', ["grid.method=['soft']"])
     assert found[0][0] == "methods.soft.beta"
 
@@ -181,3 +181,13 @@ def test_slurm_signal_must_leave_time_to_train(tmp_path):
     found = problems(tmp_path, overrides=["cluster.executor='slurm'", "cluster.timeout_min=2", "cluster.signal_delay_s=90"])
     assert found[0][0] == "cluster.signal_delay_s" and "up to 60 s early" in found[0][1]
     assert load(tmp_path, overrides=["cluster.executor='slurm'", "cluster.timeout_min=3"])["cluster"]["signal_delay_s"] == 90
+
+
+@pytest.mark.parametrize("method, options, fragment", [
+    ("kd+mate", [], "kd and mate each supervise"),
+    ("ce+kd", [], "ce and kd each supervise"),
+    ("mate+at", ["methods.mate.teacher_cache='clean'"], "supplies cached teacher outputs without feature maps"),
+])
+def test_terms_that_cannot_compose_are_grid_errors(tmp_path, method, options, fragment):
+    found = problems(tmp_path, overrides=[f"grid.method=['{method}']", *options])
+    assert any(p == "grid.method[0]" and fragment in msg for p, msg in found), found
