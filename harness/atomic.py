@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_npy"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_npy"]
 
 
 @functools.cache
@@ -59,14 +59,15 @@ def _atomic_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     _fsync_dir(dest.parent)
 
 
-def _write_with(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], None]) -> None:
+    """Atomically replace ``path`` with what ``writer`` writes to the binary file it is given."""
     with _atomic_file(path) as f:
         writer(f)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Atomically replace ``path`` with ``data``."""
-    _write_with(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
@@ -82,4 +83,4 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | N
 
 def atomic_save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Atomically replace ``path`` with ``array`` in ``.npy`` format (never pickled)."""
-    _write_with(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
+    atomic_write(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import os
 import subprocess
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness import grid as gridlib, job as job_runner
+from harness.atomic import atomic_write
 
 SCHEMA_VERSION = 1
 
@@ -51,7 +50,7 @@ def run_row(grid: str, job: gridlib.Job, folder: Path, usage: dict[str, dict]) -
     result = job_runner.read_json(folder / "result.json") or {}
     slurm = job_runner.read_json(folder / "slurm.json") or {}
     attempts = job_runner.read_json(folder / "attempts.json") or {}
-    status = result.get("status") or {"partial": "interrupted", "new": "pending"}[job_runner.state(folder)]
+    status = result.get("status") or job_runner.DISPLAY_STATE[job_runner.state(folder)]
     row = {name: result.get(name) for name in RUNS_SCHEMA.names}
     row.update(schema_version=SCHEMA_VERSION, grid=grid, job_key=job.key, stage=job.stage, method=job.method,
                seed=job.seed, teacher_set=job.teacher_set, arch=job.arch, status=status,
@@ -92,14 +91,7 @@ def epochs_schema(rows: list[dict]) -> pa.Schema:
 
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Atomic: a reader sees the old table or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: pq.write_table(table, f))
 
 
 def slurm_accounting(tasks: list[str]) -> dict[str, dict]:

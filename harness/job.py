@@ -23,6 +23,7 @@ from harness.atomic import atomic_write_json
 
 EVENT_PREFIX = "@kd-event "  # marks machine-readable progress lines on stdout
 STATES = ("completed", "failed", "partial", "new")
+DISPLAY_STATE = {"completed": "completed", "failed": "failed", "partial": "interrupted", "new": "pending"}  # in tables
 
 
 def state(folder: Path) -> str:

@@ -40,7 +40,7 @@ def job_rows(root: Path) -> list[dict]:
         cost = job_runner.read_json(folder / "attempts.json") or {}
         local = job_runner.state(folder)
         queue = slurm.get(record["task_id"], "") if record else ""
-        state = local if local in ("completed", "failed") else (queue.lower() or {"partial": "interrupted", "new": "pending"}[local])
+        state = local if local in ("completed", "failed") else (queue.lower() or job_runner.DISPLAY_STATE[local])
         rows.append({"job": job, "folder": folder, "state": state, "task": record["task_id"] if record else "",
                      "attempts": cost.get("attempts", 0), "elapsed_s": cost.get("wall_time_s"),
                      "epoch": len(epochs), "val_top1": epochs[-1]["val_top1"] if epochs else None})
