@@ -8,13 +8,20 @@ smaller, and the loss is
 - `mode = "code"` (default, the authors' code): mean over batch and positions of (a_s − a_t)²;
 - `mode = "paper"`: the paper's ‖a_s − a_t‖₂ per sample, averaged over the batch
 
-(REFERENCE.md: attention-transfer issue #34), summed over pairs, averaged over teachers, times
-`weight` (default 1000, the code's β, tuned for `code`; `paper` needs a far smaller weight).
+(a known discrepancy between the two, attention-transfer issue #34), summed over pairs, averaged
+over teachers, times `weight`. The default 1000 is the code's β, which scales the code's mean of
+squared differences; on the paper's per-sample norm it gives losses in the thousands, so
+`mode = "paper"` refuses it (the paper reports its β "about 0.1"): set `weight` explicitly there.
 `pairs` defaults to the three CIFAR stages, student stage i ↔ teacher stage i.
 
 With a causal mask (`mask` ≠ "none", see methods/causal_mask.py) both maps are restricted to the
-kept positions and re-normalised there, and the squared differences are averaged over kept
-positions only (soft masks weight positions).
+kept positions and re-normalised there, so the term compares where the two attentions put their
+mass inside the region that matters. The per-sample distance keeps the unmasked form: in `code`
+mode (1/HW)·‖â_s − â_t‖² with unit vectors â over the kept region (squared differences summed over
+kept positions, divided by all H·W positions), in `paper` mode ‖â_s − â_t‖. A masked term is
+therefore on the scale of the unmasked one at the same `weight` whatever the kept fraction (an
+all-ones mask gives exactly the unmasked term); averaging over kept positions instead would scale
+it by 1/keep. Soft masks weight positions, rescaled to mean 1 over the positions they keep.
 """
 from __future__ import annotations
 
@@ -43,15 +50,13 @@ def normalise(a: Tensor, weights: Tensor | None = None) -> Tensor:
 
 
 def at_distance(a_s: Tensor, a_t: Tensor, mode: str, weights: Tensor | None = None) -> Tensor:
-    """The AT loss of one pair of (B, H, W) attention maps."""
-    diff = normalise(a_s, weights) - normalise(a_t, weights)
-    if mode == "paper":
-        w = 1.0 if weights is None else weights.flatten(1)
-        return (diff.pow(2) * w).sum(1).sqrt().mean()
-    if weights is None:
-        return diff.pow(2).mean()
-    w = weights.flatten(1)
-    return (diff.pow(2) * w).sum() / w.sum().clamp(min=1e-12)
+    """The AT loss of one pair of (B, H, W) attention maps (masked: see the module's docstring)."""
+    sq = (normalise(a_s, weights) - normalise(a_t, weights)).pow(2)
+    if weights is not None:
+        w = weights.flatten(1).float()
+        kept = (w > 0).sum(1, keepdim=True).clamp(min=1)
+        sq = sq * (w * kept / w.sum(1, keepdim=True).clamp(min=1e-12))  # mean 1 over the kept positions
+    return sq.sum(1).sqrt().mean() if mode == "paper" else sq.mean()
 
 
 @register
@@ -64,6 +69,10 @@ class AttentionTransfer(Term):
 
     def __init__(self, ctx: Context, **params):
         super().__init__(ctx, **params)
+        if self.params["mode"] == "paper" and self.params["weight"] == self.defaults["weight"]:
+            raise ValueError(f"at: mode = 'paper' with weight = {self.defaults['weight']:g} (the code mode's β, which "
+                             "gives paper-mode losses in the thousands); set at's weight for the paper's "
+                             "per-sample norm (its β is about 0.1)")
         self.mask = CausalMask(ctx, self.params)
 
     def losses(self, batch, student, teachers):

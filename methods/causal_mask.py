@@ -58,6 +58,7 @@ def true_class_logp(logits: Tensor, labels: Tensor) -> Tensor:
 
 def intervention_effects(teacher, feature: Tensor, stage: int, labels: Tensor, cells: int) -> Tensor:
     b, c, h, w = feature.shape
+    feature = feature.float()
     k = cells * cells
     in_cell = cell_ids(h, w, cells, feature.device)[None] == torch.arange(k, device=feature.device)[:, None, None]
     mean = feature.mean((2, 3), keepdim=True)  # (B, C, 1, 1)
@@ -70,7 +71,7 @@ def intervention_effects(teacher, feature: Tensor, stage: int, labels: Tensor, c
 
 def gradient_effects(teacher, feature: Tensor, stage: int, labels: Tensor, cells: int) -> Tensor:
     with torch.enable_grad():
-        a = feature.detach().requires_grad_(True)
+        a = feature.detach().float().requires_grad_(True)
         (grad,) = torch.autograd.grad(true_class_logp(teacher.forward_from(stage, a), labels).sum(), a)
     a = feature.detach().float()
     contribution = ((a - a.mean((2, 3), keepdim=True)) * grad.float()).sum(1)  # (B, H, W)
@@ -82,12 +83,15 @@ def topk_effects(feature: Tensor, cells: int) -> Tensor:
 
 
 def effects(mode: str, teacher, feature: Tensor, stage: int, labels: Tensor, cells: int) -> Tensor:
-    """(B, cells²) float32 effect of each cell (larger: more important)."""
-    if mode == "intervention":
-        return intervention_effects(teacher, feature, stage, labels, cells)
-    if mode == "gradient":
-        return gradient_effects(teacher, feature, stage, labels, cells)
-    return topk_effects(feature, cells)
+    """(B, cells²) float32 effect of each cell (larger: more important). The teacher's re-run is in
+    float32 whatever the training precision: the effects (often 1e-5 to 1e-3 of log-probability on
+    a confident teacher) are below bf16's resolution."""
+    with torch.autocast(feature.device.type, enabled=False):
+        if mode == "intervention":
+            return intervention_effects(teacher, feature, stage, labels, cells)
+        if mode == "gradient":
+            return gradient_effects(teacher, feature, stage, labels, cells)
+        return topk_effects(feature, cells)
 
 
 def select(effect: Tensor, keep: float, soft: bool) -> Tensor:

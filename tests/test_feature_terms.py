@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from harness.models import build_model
 from methods import Batch, Context, Outputs, build_method
@@ -36,8 +37,35 @@ def test_at_pools_the_larger_map_and_restricts_to_kept_positions():
     weights = torch.zeros(2, 4, 4)
     weights[:, :2, :2] = 1
     masked = at_distance(a_s, attention(ft), "code", weights)
-    by_hand = at_distance(a_s[:, :2, :2], attention(ft)[:, :2, :2], "code")
-    assert masked.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    by_hand = at_distance(a_s[:, :2, :2], attention(ft)[:, :2, :2], "code")  # mean over the 4 kept positions
+    assert masked.item() == pytest.approx(by_hand.item() * 4 / 16, rel=1e-5)  # squared sums over all 16
+    paper = at_distance(a_s, attention(ft), "paper", weights)
+    assert paper.item() == pytest.approx(at_distance(a_s[:, :2, :2], attention(ft)[:, :2, :2], "paper").item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["code", "paper"])
+def test_masked_at_is_on_the_scale_of_unmasked_at(mode):
+    torch.manual_seed(3)
+    a_s, a_t = attention(torch.randn(256, 8, 8, 8)), attention(torch.randn(256, 8, 8, 8))
+    plain = at_distance(a_s, a_t, mode)
+    assert at_distance(a_s, a_t, mode, torch.ones(256, 8, 8)).item() == pytest.approx(plain.item(), rel=1e-6)
+    for keep in (0.5, 0.25):
+        hard = (torch.rand(256, 64).argsort(1) < keep * 64).float().view(256, 8, 8)
+        assert 0.8 < (at_distance(a_s, a_t, mode, hard) / plain).item() < 1.25, keep
+    soft = torch.rand(256, 8, 8) * hard  # soft weights on the kept positions: same scale again
+    assert 0.8 < (at_distance(a_s, a_t, mode, soft) / plain).item() < 1.25
+
+
+def test_paper_mode_refuses_the_code_mode_weight(tmp_path):
+    from harness import grid as gridlib
+
+    path = tmp_path / "g.toml"
+    body = 'name = "g"\n[teachers.r]\narch = "resnet20"\n[grid]\nmethod = ["kd+at"]\nteacher_set = [["r"]]\n'
+    path.write_text(body + '[methods.at]\nmode = "paper"\n')
+    with pytest.raises(gridlib.GridError, match="mode = 'paper' with weight = 1000"):
+        gridlib.load(path)
+    path.write_text(body + '[methods.at]\nmode = "paper"\nweight = 0.1\n')
+    gridlib.load(path)
 
 
 def make_fa(student_channels, teacher_channels, teacher_size, pairs):
@@ -139,6 +167,21 @@ def test_intervention_is_one_batched_call_and_gradient_agrees_on_a_resnet():
     e_grad = effects("gradient", teacher, feats[-1], -1, y, 4)
     corr = torch.corrcoef(torch.stack([e_int.flatten(), e_grad.flatten()]))[0, 1]
     assert corr > 0.6, corr  # first-order vs exact: same ranking tendency (a sign error gives < 0)
+
+
+@pytest.mark.parametrize("mode", ["intervention", "gradient"])
+def test_mask_under_bf16_autocast_equals_the_float32_mask(mode):
+    torch.manual_seed(0)
+    teacher = build_model("resnet20").eval().requires_grad_(False)
+    teacher.fc.weight.mul_(40)  # a confident teacher: the cells' effects are far below bf16's resolution
+    x = torch.randn(32, 3, 32, 32)
+    with torch.no_grad():
+        logits, feats = teacher(x, features=True)
+    y = logits.argmax(1)
+    assert F.softmax(logits, 1).max(1).values.min() > 0.99
+    reference = select(effects(mode, teacher, feats[-1], -1, y, 4), 0.5, soft=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(select(effects(mode, teacher, feats[-1], -1, y, 4), 0.5, soft=False), reference)
 
 
 def test_soft_mask_sums_to_one_and_resizes():
