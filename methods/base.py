@@ -68,19 +68,32 @@ class Term(nn.Module):
 
     @property
     def supplies_teacher_outputs(self) -> bool:
-        """True where `teacher_outputs` replaces the teachers' forward (e.g. with cached logits)."""
-        return False
+        """True where `teacher_outputs` replaces the teachers' forward: a term with the parameter
+        `teacher_cache = "clean"` reads the teachers' logits on the clean images from the cache."""
+        return self.params.get("teacher_cache") == "clean"
 
     def __init__(self, ctx: Context, **params: Any):
         super().__init__()
         self.params = {**self.defaults, **params}
+        self._caches = ctx.teacher_caches  # a plain attribute: held, never saved
+        self._n_teachers = len(ctx.teachers)
+
+    def cache(self) -> list:
+        """The teacher cache the harness handed over (one CachedTeacher per teacher)."""
+        if self._caches is None or len(self._caches) != self._n_teachers:
+            raise RuntimeError(f"{self.name}: teacher_cache = 'clean' but the harness handed no teacher cache "
+                               "(build_trainer builds it; pass Context(teacher_caches=...) when building by hand)")
+        return self._caches
 
     def losses(self, batch: Batch, student: Outputs, teachers: list[Outputs]) -> dict[str, Tensor]:
         raise NotImplementedError
 
     def teacher_outputs(self, batch: Batch) -> list[Outputs] | None:
-        """Override to supply the teachers' outputs another way (e.g. from a cache); None: run them."""
-        return None
+        """The teachers' outputs when this term supplies them (the cached clean-view logits of the
+        batch's images, no feature maps); None: the teachers run on the batch."""
+        if not self.supplies_teacher_outputs:
+            return None
+        return [Outputs(c.logits[batch.indices], []) for c in self.cache()]
 
     def epoch_summary(self, probe: Batch) -> dict[str, float]:
         """Numbers to log in the epoch table (e.g. what a mask did), after each epoch. `probe` is a

@@ -5,6 +5,11 @@ the KL averaged over the batch. With several teachers, p_t is the mean of their 
 probabilities (an ensemble in probability space, not of logits). The T² factor keeps the gradient
 scale of the soft term independent of T. Defaults T = 4, α = 0.9 (REFERENCE.md's standard).
 Computed in float32 whatever the autocast precision.
+
+`teacher_cache = "clean"` reads the teachers' logits from the harness's teacher cache (computed
+once on the clean, un-augmented training images) instead of running the teachers every step: far
+cheaper with several large teachers, at the price that the soft targets are those of the clean
+view of each image, not of its augmented crop.
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ def kd_loss(student_logits: Tensor, targets: Tensor, temperature: float) -> Tens
 @register
 class KnowledgeDistillation(Term):
     name = "kd"
-    defaults = {"temperature": 4.0, "alpha": 0.9}
+    defaults = {"temperature": 4.0, "alpha": 0.9, "teacher_cache": "off"}
+    choices = {"teacher_cache": ("off", "clean")}
     uses_teachers = True
     supervises = True
 

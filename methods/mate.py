@@ -101,7 +101,6 @@ class MateKD(Term):
         # Plain lists: held, not owned (never saved with the method, never optimised).
         self._student = [ctx.student]
         self._teachers = list(ctx.teachers)
-        self._caches: list[CachedTeacher] | None = getattr(ctx, "teacher_caches", None)
         names = list(getattr(ctx, "teacher_names", None) or [])
         if len(names) != len(ctx.teachers) or len(set(names)) != len(names):
             names = [str(i) for i in range(len(ctx.teachers))]
@@ -113,23 +112,7 @@ class MateKD(Term):
 
     @property
     def cached(self) -> bool:
-        return self.params["teacher_cache"] == "clean"
-
-    @property
-    def supplies_teacher_outputs(self) -> bool:
-        return self.cached
-
-    def _cache(self) -> list[CachedTeacher]:
-        if self._caches is None or len(self._caches) != len(self._teachers):
-            raise RuntimeError("mate: teacher_cache = 'clean' but the harness handed no teacher cache "
-                               "(build_trainer builds it; pass Context(teacher_caches=...) when building by hand)")
-        return self._caches
-
-    def teacher_outputs(self, batch: Batch) -> list[Outputs] | None:
-        """With the cache, the teachers' clean-view logits of the batch's images (no teacher forward)."""
-        if not self.cached:
-            return None
-        return [Outputs(c.logits[batch.indices], []) for c in self._cache()]
+        return self.supplies_teacher_outputs
 
     # ------------------------------------------------------------------ maps and weights
 
@@ -141,7 +124,7 @@ class MateKD(Term):
         t_classes = [labels if self.params["cam_class"] == "label" else t.logits.argmax(1) for t in teachers]
         image_size = batch.images.shape[-1]
         if self.cached:
-            caches = self._cache()
+            caches = self.cache()
             sizes = [s_feature.shape[-1], *(c.cams.shape[-1] for c in caches)]
         else:
             sizes = [s_feature.shape[-1], *(t.features[-1].shape[-1] for t in teachers)]

@@ -82,3 +82,42 @@ def test_hsv_round_trip():
 def test_unavailable_corruption_says_why():
     with pytest.raises(ValueError, match="ImageMagick"):
         C.corrupt("motion_blur", X, 1)
+
+
+def reference_glass_blur(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """make_cifar_c.py's glass_blur for one HWC image, written out as it is there (the tuple
+    assignment of two numpy views included), drawing (dx, dy) from `rng` in the generator's order."""
+    from scipy import ndimage
+
+    sigma, delta, iterations = [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)][severity - 1]
+    blur = lambda a: ndimage.gaussian_filter(a, sigma=(sigma, sigma, 0), mode="nearest", truncate=4.0)
+    x = np.uint8(blur(image / 255.0) * 255)
+    for _ in range(iterations):
+        for h in range(32 - delta, delta, -1):
+            for w in range(32 - delta, delta, -1):
+                dx, dy = rng.integers(-delta, delta, size=(1, 2))[0]
+                h_prime, w_prime = h + dy, w + dx
+                x[h, w], x[h_prime, w_prime] = x[h_prime, w_prime], x[h, w]
+    return (np.clip(blur(x / 255.0), 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("severity", C.SEVERITIES)
+def test_glass_blur_reproduces_the_reference_view_assignment(severity):
+    ours = C.corrupt("glass_blur", X[:1], severity, seed=3)
+    rng = np.random.default_rng([3, C.ALL.index("glass_blur"), severity])
+    np.testing.assert_array_equal(ours[0], reference_glass_blur(X[0], severity, rng))
+
+
+def test_defocus_kernel_is_built_in_float32_like_the_reference():
+    kernel = C._disk(0.5, 0.6)
+    span = np.arange(-8, 9)
+    xx, yy = np.meshgrid(span, span)
+    disk = np.array(xx ** 2 + yy ** 2 <= 0.25, dtype=np.float32)
+    disk /= np.sum(disk)
+    g = np.exp(-np.arange(-1, 2) ** 2 / (2 * 0.6 ** 2)).astype(np.float32)
+    g /= g.sum()
+    full = np.zeros((19, 19), np.float32)
+    full[1:-1, 1:-1] = disk
+    reference = sum(g[i] * g[j] * full[i:i + 17, j:j + 17] for i in range(3) for j in range(3))  # centre 3×3 here
+    assert kernel.dtype == np.float32
+    np.testing.assert_allclose(kernel, reference[7:10, 7:10], rtol=1e-6)

@@ -162,6 +162,26 @@ def test_cached_maps_equal_on_the_fly_maps_without_augmentation():
     torch.testing.assert_close(att_on.weights, att_off.weights, rtol=0, atol=2e-2)
 
 
+def test_kd_with_the_cache_reads_the_clean_logits_and_matches_kd_on_the_clean_view():
+    data = DeviceData(blob_cifar(), torch.device("cpu"))
+    teachers = [frozen(tiny_net(1, classes=3)), equivariant_teacher()]
+    caches = [cache_of(t, data) for t in teachers]
+    batch = data.probe_batch(data.n_train)
+    spec = lambda cache: {"terms": ["kd"], "params": {"kd": {"teacher_cache": cache}}}
+    on = build_method(spec("clean"), Context(tiny_net(0, classes=3), teachers, teacher_caches=caches))
+    off = build_method(spec("off"), Context(tiny_net(0, classes=3), teachers))
+    supplied = on.teacher_outputs(batch)
+    assert [o.features for o in supplied] == [[], []]
+    for out, cache in zip(supplied, caches):
+        assert torch.equal(out.logits, cache.logits[batch.indices])
+    ran = off.teacher_outputs(batch)
+    student = Outputs(torch.randn(len(batch.labels), 3), [])
+    torch.testing.assert_close(on.losses(batch, student, supplied)["kd"], off.losses(batch, student, ran)["kd"],
+                               rtol=0, atol=1e-3)  # fp16 storage of the cached logits
+    with pytest.raises(RuntimeError, match="kd: teacher_cache = 'clean' but the harness handed no teacher cache"):
+        build_method(spec("clean"), Context(tiny_net(0, classes=3), teachers)).teacher_outputs(batch)
+
+
 def test_cached_maps_follow_crops_and_flips_within_interpolation_tolerance():
     data = DeviceData(blob_cifar(), torch.device("cpu"))
     teacher = equivariant_teacher()

@@ -98,14 +98,15 @@ def gaussian_blur(x, severity, rng):
 
 
 def _disk(radius: float, alias_blur: float) -> np.ndarray:
-    """The reference's anti-aliased disk kernel (17×17 for radius ≤ 8), trimmed to its support."""
+    """The reference's anti-aliased disk kernel (17×17 for radius ≤ 8), trimmed to its support,
+    in float32 as the reference builds it (its float32 rounding is part of the published pixels)."""
     span = np.arange(-8, 9) if radius <= 8 else np.arange(-int(radius), int(radius) + 1)
     xx, yy = np.meshgrid(span, span)
-    disk = (xx ** 2 + yy ** 2 <= radius ** 2).astype(np.float64)
+    disk = (xx ** 2 + yy ** 2 <= radius ** 2).astype(np.float32)
     disk /= disk.sum()
     size = 3 if radius <= 8 else 5  # cv2.GaussianBlur(ksize) with sigma alias_blur, reflect-101 border
     taps = np.arange(size) - size // 2
-    g = np.exp(-taps ** 2 / (2 * alias_blur ** 2))
+    g = np.exp(-taps ** 2 / (2 * alias_blur ** 2)).astype(np.float32)
     g /= g.sum()
     from scipy import ndimage
 
@@ -127,8 +128,11 @@ def defocus_blur(x, severity, rng):
 
 @corruption
 def glass_blur(x, severity, rng):
-    """Blur, locally shuffle pixels (the reference's sequential swaps, done for all images at
-    once), blur again."""
+    """Blur, locally displace pixels, blur again. The reference writes each step as a swap of two
+    numpy views, `x[h, w], x[h', w'] = x[h', w'], x[h, w]`, which copies x[h', w'] onto x[h, w] and
+    leaves x[h', w'] as it was (the second assignment reads the already-overwritten view); the
+    published CIFAR-10-C was made that way, so we copy too (a true swap is visibly harsher). The
+    steps are sequential, as there, and done for all images at once."""
     sigma, delta, iterations = [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)][severity - 1]
     n, h, w = x.shape[:3]
     img = (_gaussian(_unit(x), sigma) * 255).astype(np.uint8)
@@ -138,9 +142,7 @@ def glass_blur(x, severity, rng):
             for col in range(w - delta, delta, -1):
                 d = rng.integers(-delta, delta, size=(n, 2))  # (dx, dy) in [-delta, delta)
                 r2, c2 = row + d[:, 1], col + d[:, 0]
-                here = img[idx, row, col].copy()
                 img[idx, row, col] = img[idx, r2, c2]
-                img[idx, r2, c2] = here
     return _to_uint8(_gaussian(img / 255.0, sigma))
 
 
