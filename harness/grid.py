@@ -212,7 +212,7 @@ def check_method_builds(grid: dict, problems: list) -> None:
         student = build_model(grid["train"]["arch"])
         for i, name in enumerate(grid["grid"]["method"]):
             spec = grid["resolved_methods"][name]
-            for tset in grid["grid"]["teacher_set"] if spec["uses_teachers"] else [[]]:
+            for tset in teacher_sets_of(spec, grid):
                 try:
                     build_method(spec, Context(student, [build_model(teachers[t]["arch"]) for t in tset]))
                 except (ValueError, IndexError) as e:
@@ -236,14 +236,19 @@ def check_grid_axes(grid: dict, problems: list) -> None:
         resolved[name] = resolve_method(name, grid["methods"], f"grid.method[{i}]", problems)
     grid["resolved_methods"] = resolved
     teachers = grid["teachers"]
-    for i, tset in enumerate(axes.get("teacher_set") or []):
+    sets = [(f"grid.teacher_set[{i}]", tset) for i, tset in enumerate(axes.get("teacher_set") or [])]
+    sets += [(f"methods.{name}.teacher_sets[{i}]", tset) for name, m in resolved.items() if m
+             for i, tset in enumerate(m["teacher_sets"] or [])]
+    for where, tset in sets:
         if not tset:
-            problems.append((f"grid.teacher_set[{i}]", "empty teacher set; leave teacher-free methods (ce) out of teacher_set"))
+            problems.append((where, "empty teacher set; leave teacher-free methods (ce) out of teacher_set"))
         for name in tset:
             if name not in teachers:
-                problems.append((f"grid.teacher_set[{i}]", f"no [teachers.{name}] table" + suggest(name, teachers)))
-    if any(m and m["uses_teachers"] for m in resolved.values()) and not axes.get("teacher_set"):
-        problems.append(("grid.teacher_set", "a method in grid.method uses teachers, but no teacher set is given"))
+                problems.append((where, f"no [teachers.{name}] table" + suggest(name, teachers)))
+    for name, m in resolved.items():
+        if m and m["uses_teachers"] and not (m["teacher_sets"] or axes.get("teacher_set")):
+            problems.append(("grid.teacher_set", f"{name!r} uses teachers, but no teacher set is given "
+                             f"(grid.teacher_set, or teacher_sets in [methods.{name}])"))
 
 
 def resolve_method(name: str, tables: dict, where: str, problems: list) -> dict | None:
@@ -256,6 +261,10 @@ def resolve_method(name: str, tables: dict, where: str, problems: list) -> dict 
     defaults for the whole grid.
     """
     variant = {**VARIANTS.get(name, {}), **tables.get(name, {})}
+    teacher_sets = variant.pop("teacher_sets", None)
+    if teacher_sets is not None and not schema.type_ok(teacher_sets, "list[list[str]]"):
+        problems.append((f"methods.{name}.teacher_sets", f"expected list[list[str]], got {teacher_sets!r}"))
+        teacher_sets = None
     if "terms" in variant:
         terms, options = variant["terms"], {k: v for k, v in variant.items() if k != "terms"}
         where = f"methods.{name}.terms"
@@ -273,7 +282,16 @@ def resolve_method(name: str, tables: dict, where: str, problems: list) -> dict 
     for key, value in options.items():
         if not isinstance(value, dict) and not any(key in TERMS[t].defaults for t in terms):
             problems.append((f"methods.{name}.{key}", "no term of this method takes it" + suggest(key, {k for t in terms for k in TERMS[t].defaults})))
-    return {"terms": terms, "params": params, "uses_teachers": any(TERMS[t].uses_teachers for t in terms)}
+    return {"terms": terms, "params": params, "uses_teachers": any(TERMS[t].uses_teachers for t in terms),
+            "teacher_sets": teacher_sets}
+
+
+def teacher_sets_of(spec: dict, grid: dict) -> list[list[str]]:
+    """The teacher sets a resolved method runs with: its variant's `teacher_sets`, else the grid's
+    `teacher_set` axis; `[[]]` (once, without teachers) for a teacher-free method."""
+    if not spec["uses_teachers"]:
+        return [[]]
+    return spec["teacher_sets"] or grid["grid"].get("teacher_set") or []
 
 
 def term_params(term: str, tables: dict, options: dict, variant: str, problems: list) -> dict:
@@ -326,7 +344,7 @@ def plan(grid: dict) -> Plan:
     axes = grid["grid"]
     for method in axes["method"]:
         spec = grid["resolved_methods"][method]
-        for tset in axes["teacher_set"] if spec["uses_teachers"] else [[]]:
+        for tset in teacher_sets_of(spec, grid):
             keys = tuple(teacher_keys[n] for n in tset)
             needed.update(tset)
             for seed in axes["seed"]:

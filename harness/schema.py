@@ -164,7 +164,8 @@ def method_reference() -> list[str]:
     from methods import TERMS
 
     lines = ["**[methods.TERM]** (a term's parameters for the whole grid) and **[methods.VARIANT]** "
-             "(`terms = [...]` plus any of their parameters)", "",
+             "(`terms = [...]` plus any of their parameters; `teacher_sets = [[...], ...]` runs the variant with "
+             "these teacher sets instead of `grid.teacher_set`)", "",
              "| term | teachers | parameter | default | what it is |", "| --- | --- | --- | --- | --- |"]
     for name, term in TERMS.items():
         summary = (term.__module__ and sys.modules[term.__module__].__doc__ or "").strip().splitlines()[0]

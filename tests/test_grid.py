@@ -118,11 +118,26 @@ def test_method_variants_and_compositions(tmp_path):
     text = BASE + '[methods.kd]\ntemperature = 2.0\n[methods.soft]\nterms = ["kd"]\nalpha = 0.5\n'
     grid = load(tmp_path, text, ["grid.method=['kd', 'soft', 'kd+at']"])
     resolved = grid["resolved_methods"]
-    assert resolved["kd"]["params"]["kd"] == {"temperature": 2.0, "alpha": 0.9}
-    assert resolved["soft"]["params"]["kd"] == {"temperature": 2.0, "alpha": 0.5}
+    assert resolved["kd"]["params"]["kd"] == {"temperature": 2.0, "alpha": 0.9, "teacher_cache": "off"}
+    assert resolved["soft"]["params"]["kd"] == {"temperature": 2.0, "alpha": 0.5, "teacher_cache": "off"}
     assert resolved["kd+at"]["terms"] == ["kd", "at"]
     found = problems(tmp_path, BASE + '[methods.soft]\nterms = ["kd"]\nbeta = 1.0\n', ["grid.method=['soft']"])
     assert found[0][0] == "methods.soft.beta"
+
+
+def test_a_variant_runs_with_its_own_teacher_sets(tmp_path):
+    text = BASE + '[methods.avg]\nterms = ["kd"]\nteacher_sets = [["r56", "r110"]]\n'
+    plan = gridlib.plan(load(tmp_path, text, ["grid.method=['kd', 'avg']", "grid.teacher_set=[['r56']]"]))
+    sets = sorted({(j.method, j.teacher_set) for j in plan.stage("student")})
+    assert sets == [("avg", "r56+r110"), ("kd", "r56")]
+    assert sorted(j.arch for j in plan.stage("teacher")) == ["resnet110", "resnet56"]
+    both = gridlib.plan(load(tmp_path, text, ["grid.method=['kd']", "grid.teacher_set=[['r56', 'r110']]"]))
+    avg = next(j for j in plan.stage("student") if j.method == "avg")
+    assert avg.key in {j.key for j in both.stage("student")}  # teacher_sets selects jobs: not in their keys
+    found = problems(tmp_path, BASE + '[methods.avg]\nterms = ["kd"]\nteacher_sets = [["r111"]]\n', ["grid.method=['avg']"])
+    assert found[0][0] == "methods.avg.teacher_sets[0]" and "did you mean 'r110'" in found[0][1]
+    found = problems(tmp_path, text.replace('[["r56", "r110"]]', '"r56"'), ["grid.method=['avg']"])
+    assert found[0] == ("methods.avg.teacher_sets", "expected list[list[str]], got 'r56'")
 
 
 def test_key_is_stable_and_canonical():
