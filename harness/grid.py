@@ -251,6 +251,9 @@ def check_grid_axes(grid: dict, problems: list) -> None:
                              f"(grid.teacher_set, or teacher_sets in [methods.{name}])"))
 
 
+METHOD_KEYS = ("terms", "teacher_sets")  # keys of a [methods.<name>] table that are not term parameters
+
+
 def resolve_method(name: str, tables: dict, where: str, problems: list) -> dict | None:
     """A grid method name → `{"terms": [...], "params": {term: {...}}, "uses_teachers": bool}`.
 
@@ -297,7 +300,7 @@ def teacher_sets_of(spec: dict, grid: dict) -> list[list[str]]:
 def term_params(term: str, tables: dict, options: dict, variant: str, problems: list) -> dict:
     defaults = TERMS[term].defaults
     keys = {k: Key(_toml_type(v), v, choices=TERMS[term].choices.get(k, ())) for k, v in defaults.items()}
-    base = {k: v for k, v in tables.get(term, {}).items() if k != "terms"} if term in TERMS else {}
+    base = {k: v for k, v in tables.get(term, {}).items() if k not in METHOD_KEYS} if term in TERMS else {}
     shared = {k: v for k, v in options.items() if k in defaults}
     own = options.get(term, {}) if isinstance(options.get(term), dict) else {}
     where = f"methods.{variant}.{term}" if own else f"methods.{term}"
