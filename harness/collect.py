@@ -34,6 +34,7 @@ RUNS_SCHEMA = pa.schema([
     ("test_nll", pa.float64()), ("test_ece", pa.float64()), ("agreement_ensemble", pa.float64()),
     ("agreement_teachers", pa.string()), ("test_per_class_top1", pa.string()), ("test_reliability", pa.string()),
     ("cifar10c_mean_top1", pa.float64()), ("cifar10c_mean_over", pa.string()), ("robustness_eval_s", pa.float64()),
+    ("cifar10c_clean_top1", pa.float64()), ("cifar10c_images", pa.int64()),
 ])
 ROBUSTNESS_SCHEMA = pa.schema([
     ("schema_version", pa.int32()), ("job_key", pa.string()), ("corruption", pa.string()), ("severity", pa.int64()),
@@ -57,9 +58,12 @@ def run_row(grid: str, job: gridlib.Job, folder: Path, usage: dict[str, dict]) -
                mixed_precision=job.config["recipe"]["mixed_precision"],
                attempts=attempts.get("attempts", 0), wall_time_s=result.get("wall_time_s", attempts.get("wall_time_s")),
                config_json=json.dumps(job.config, sort_keys=True))
+    cpu_s = result.get("cpu_time_s", attempts.get("cpu_time_s"))
+    row["cpu_hours"] = None if cpu_s is None else cpu_s / 3600  # the job's own processes; SLURM's accounting wins
     if slurm:  # the array task, and what SLURM accounted for it over all attempts
         row["slurm_job_id"] = slurm["task_id"]
-        row.update({k: usage.get(slurm["task_id"], {}).get(k) for k in ("cpu_hours", "gpu_hours")})
+        accounted = usage.get(slurm["task_id"], {})
+        row.update({k: accounted[k] for k in ("cpu_hours", "gpu_hours") if accounted.get(k) is not None})
     if row["epochs"] is None:
         row["epochs"] = len(job_runner.read_json(folder / "epochs.json") or [])
     return row

@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from harness import schema
+from harness import precision, schema
 from harness.schema import REQUIRED, Key, suggest, type_ok
 from methods import TERMS, VARIANTS
 
@@ -157,9 +157,7 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
     check_eval(grid["eval"], problems)
     cluster = grid["cluster"]
     on_gpu = cluster.get("gpus_per_job", 0) > 0 if cluster.get("executor") == "slurm" else cuda_available
-    if grid["train"].get("mixed_precision") == "fp16" and not on_gpu:
-        problems.append(("train.mixed_precision", "'fp16' needs a CUDA GPU and the jobs get none (no GPU here, "
-                         "or cluster.gpus_per_job = 0); use 'bf16' or 'no'"))
+    resolve_precision(grid, on_gpu, problems)
     if cluster.get("executor") == "slurm" and cluster["signal_delay_s"] + 60 >= cluster["timeout_min"] * 60:
         problems.append(("cluster.signal_delay_s", f"{cluster['signal_delay_s']} s leaves no time to train before the "
                          f"USR2 warning: SLURM may send it up to 60 s early, so it must be below timeout_min·60 − 60 = "
@@ -168,6 +166,26 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
         check_method_builds(grid, problems)
     problems[:] = list(dict.fromkeys(problems))
     return grid
+
+
+def resolve_precision(grid: dict, on_gpu: bool, problems: list) -> None:
+    """`auto` becomes what the jobs' hardware runs natively (harness.precision); a precision the
+    jobs would emulate or cannot run is refused where this host can tell (local and debug jobs run
+    here; SLURM jobs check their node)."""
+    import torch
+
+    here = grid["cluster"].get("executor") != "slurm"
+    device = torch.device("cuda" if on_gpu and torch.cuda.is_available() else "cpu")
+    recipes = [("train", grid["train"]), *((f"teachers.{n}", t) for n, t in grid["teachers"].items())]
+    for where, recipe in recipes:
+        if recipe.get("mixed_precision") is None:
+            continue  # a teacher without its own inherits [train]'s
+        resolved = recipe["mixed_precision"] = precision.resolve(recipe["mixed_precision"], on_gpu)
+        if resolved == "fp16" and not on_gpu:
+            problems.append((f"{where}.mixed_precision", "'fp16' needs a CUDA GPU and the jobs get none (no GPU "
+                             "here, or cluster.gpus_per_job = 0); use 'auto', 'bf16' or 'no'"))
+        elif resolved == "bf16" and here and precision.bf16_problem(device):
+            problems.append((f"{where}.mixed_precision", f"'bf16': {precision.bf16_problem(device)}"))
 
 
 def check_eval(table: dict, problems: list) -> None:

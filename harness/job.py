@@ -59,16 +59,22 @@ class JobLog:
         self.file = open(folder / "log.txt", "a", buffering=1)
         before = read_json(folder / "attempts.json") or {"attempts": 0, "wall_time_s": 0.0}
         self.attempts, self.earlier_s = before["attempts"] + 1, before["wall_time_s"]
-        self.started, self.rows = time.time(), []
+        self.earlier_cpu_s = before.get("cpu_time_s", 0.0)
+        self.started, self.cpu_started, self.rows = time.time(), time.process_time(), []
         self.save_cost()
 
     def wall_time_s(self) -> float:
         """Wall time of this attempt and the earlier ones, so a resumed job reports its whole cost."""
         return self.earlier_s + time.time() - self.started
 
+    def cpu_time_s(self) -> float:
+        """CPU time (user + system, all threads) of this process over this attempt and the earlier
+        ones: the job's CPU cost where no scheduler accounts for it."""
+        return self.earlier_cpu_s + time.process_time() - self.cpu_started
+
     def save_cost(self) -> None:
-        atomic_write_json(self.folder / "attempts.json",
-                          {"attempts": self.attempts, "wall_time_s": self.wall_time_s()})
+        atomic_write_json(self.folder / "attempts.json", {"attempts": self.attempts, "wall_time_s": self.wall_time_s(),
+                                                          "cpu_time_s": self.cpu_time_s()})
 
     def line(self, text: str) -> None:
         self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
@@ -121,7 +127,7 @@ def run(folder: Path, forward=lambda event: None) -> dict:
         result = {"status": "failed", "error": "\n".join(error.strip().splitlines()[-12:])}
         log.line("failed:\n" + error)
     log.close()
-    result.update(provenance, wall_time_s=log.wall_time_s())
+    result.update(provenance, wall_time_s=log.wall_time_s(), cpu_time_s=log.cpu_time_s())
     atomic_write_json(folder / "result.json", result)
     return result
 

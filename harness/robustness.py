@@ -7,7 +7,8 @@ works on the current one (two staging buffers); the device is synchronised once 
 
 Writes `<job>/robustness.json` and returns the job metrics `cifar10c_mean_top1` (mean over the
 standard 15 present, all requested severities), `cifar10c_mean_over` (which, and from which
-source) and `robustness_eval_s`.
+source), `cifar10c_images` (test images per corruption × severity), `cifar10c_clean_top1` (the
+clean top-1 on those same images) and `robustness_eval_s`.
 """
 from __future__ import annotations
 
@@ -109,6 +110,22 @@ def summarize(rows: list[dict]) -> dict:
     return {"cifar10c_mean_top1": mean, "cifar10c_mean_over": over}
 
 
+def clean_on_same_images(t, root: str | Path, rows: list[dict]) -> dict:
+    """Top-1 on the clean test images the corruptions were made from (CIFAR-10-C holds the test set
+    in order, so a `limit` of n means its first n images): the figure to set beside the corrupted
+    ones, whose image count may differ from the clean test score's."""
+    from harness.data.cache import open_arrays, read_manifest
+
+    if not rows:
+        return {}
+    n = max(r["n"] for r in rows)
+    arrays = open_arrays(root, read_manifest(root))
+    images = torch.from_numpy(np.array(arrays["x_test"][:n])).to(t.data.device)
+    labels = torch.from_numpy(np.array(arrays["y_test"][:n], dtype=np.int64)).to(t.data.device)
+    logits = predict(t.model, images, t.data.normalize, t.eval_batch_size, t.accelerator.autocast)
+    return {"cifar10c_clean_top1": 100.0 * (logits.argmax(1) == labels).float().mean().item(), "cifar10c_images": n}
+
+
 def check_cache(root: str | Path, cfg: dict) -> str | None:
     """What launch asks before anything runs: can the cache serve [eval]? None, or the problem."""
     from harness.data import DataError
@@ -132,7 +149,7 @@ def evaluate_job(t, spec: dict, folder: Path) -> dict:
     rows, seconds = evaluate_corruptions(t.model, t.data.normalize, t.data.device, spec["data_root"],
                                          cfg["corruptions"], cfg.get("severities") or SEVERITIES, cfg.get("limit"),
                                          t.eval_batch_size, t.accelerator.autocast)
-    summary = {**summarize(rows), "robustness_eval_s": seconds}
+    summary = {**summarize(rows), **clean_on_same_images(t, spec["data_root"], rows), "robustness_eval_s": seconds}
     images = sum(r["n"] for r in rows)
     atomic_write_json(folder / ROBUSTNESS_JSON, {"rows": rows, **summary, "images": images,
                                                  "images_per_s": images / seconds if seconds else None})

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.models import ARCHS
+from harness.precision import CHOICES as PRECISIONS
 
 REQUIRED = object()
 
@@ -28,7 +29,6 @@ class Key:
     affects_result: bool = True
 
 
-PRECISIONS = ("no", "bf16", "fp16")
 
 TOP = {
     "name": Key("str", doc="grid name: results go to <out>/<name>/"),
@@ -58,7 +58,9 @@ TRAIN = {
     "gamma": Key("float", 0.1, "multistep: lr factor at each milestone", minimum=0),
     "warmup_epochs": Key("float", 0.0, "linear warm-up from 0, in epochs", minimum=0),
     "label_smoothing": Key("float", 0.0, "label smoothing of the cross-entropy", minimum=0),
-    "mixed_precision": Key("str", "bf16", "autocast precision (fp16 needs a GPU)", choices=PRECISIONS),
+    "mixed_precision": Key("str", "auto", "autocast precision; auto: bf16 where the hardware has it natively "
+                           "(Ampere+ GPUs, CPUs with AVX-512 BF16/AMX), else float32; fp16 needs a GPU",
+                           choices=PRECISIONS),
     "eval_batch_size": Key("int", 1000, "batch size of evaluation", minimum=1, affects_result=False),
     "channels_last": Key("bool", True, "NHWC memory format for the convnets", affects_result=False),
 }

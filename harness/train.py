@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness import checkpoint, robustness, teacher_cache
+from harness import checkpoint, precision, robustness, teacher_cache
 from harness.data import load_cifar10
 from harness.data.device import DeviceData
 from harness.evaluate import job_metrics, predict, top1
@@ -93,6 +93,7 @@ def build_trainer(config: dict, runtime: dict, cifar, teachers: list[tuple[str, 
     recipe = config["recipe"]
     accelerator = make_accelerator(recipe["mixed_precision"])
     device = accelerator.device
+    precision.check(recipe["mixed_precision"], device)
     memory_format = torch.channels_last if runtime.get("channels_last", True) else torch.contiguous_format
     torch.manual_seed(config["seed"])
     data = DeviceData(cifar, device)

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from harness.data import DataError
 from harness.data import corruptions as C
@@ -133,6 +134,21 @@ def test_tiny_grid_lands_rows_in_robustness_parquet(tmp_path, c_root):
     assert run["cifar10c_mean_top1"] == pytest.approx(sum(standard) / len(standard))
     assert run["cifar10c_mean_over"].startswith("2/15 standard corruptions, severities 1,5, source generated")
     assert run["robustness_eval_s"] > 0
+    assert run["cifar10c_images"] == N  # the clean top-1 on those same N test images, beside the corrupted
+    from harness import checkpoint
+    from harness.data import load_cifar10
+    from harness.data.device import DeviceData
+    from harness.evaluate import predict
+
+    model = checkpoint.load_frozen(out / "tiny" / "jobs" / run["job_key"] / "model.pt", "resnet20", torch.device("cpu"),
+                                   torch.contiguous_format)
+    data = DeviceData(load_cifar10(c_root, val_size=100), torch.device("cpu"))
+    from harness.data.cache import open_arrays, read_manifest
+    arrays = open_arrays(c_root, read_manifest(c_root))
+    x, y = torch.from_numpy(np.array(arrays["x_test"][:N])), torch.from_numpy(np.array(arrays["y_test"][:N]))
+    clean = 100 * (predict(model, x, data.normalize, 1000).argmax(1) == y).float().mean().item()
+    assert run["cifar10c_clean_top1"] == pytest.approx(clean, abs=1e-6)
+    assert run["cpu_hours"] > 0
     saved = json.loads((out / "tiny" / "jobs" / run["job_key"] / "robustness.json").read_text())
     assert len(saved["rows"]) == 6 and saved["robustness_eval_s"] == run["robustness_eval_s"]
 
