@@ -223,7 +223,9 @@ class Progress:
                 torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
             state.epoch, state.history = ckpt["epoch"], ckpt["history"]
             state.best_val, state.best_epoch, state.best_weights = ckpt["best_val"], ckpt["best_epoch"], ckpt["best_weights"]
-            state.last_weights = t.model.state_dict()
+            # a copy: the best-val weights are loaded into the model at the end, and a view of the
+            # live parameters would then silently become them
+            state.last_weights = {k: v.detach().clone() for k, v in t.model.state_dict().items()}
         return state
 
     def add(self, row: dict, model: nn.Module) -> None:

@@ -131,6 +131,35 @@ def test_killed_job_resumes_and_matches_an_uninterrupted_run(write_grid, tmp_pat
         assert (e_k["train_loss"], e_k["val_top1"]) == (e_c["train_loss"], e_c["val_top1"])
 
 
+def test_a_job_killed_after_its_last_checkpoint_ends_on_its_last_weights(write_grid, tmp_path):
+    """Killed during the end-of-job evaluation: the relaunch resumes after the last epoch and must
+    report and save the last epoch's weights, not the best-val ones it loads on the way."""
+    import torch
+
+    from harness import checkpoint
+
+    args = ["--set", "grid.method=['ce']", "--set", "grid.seed=[0]", "--set", "train.epochs=2"]
+    out = tmp_path / "out"
+    assert launch([str(write_grid(executor="debug")), "--out", str(out), *args]) == 0
+    (folder,) = (out / "tiny" / "jobs").iterdir()
+    (first,), _ = tables(out)
+    saved = checkpoint.load(folder / "model.pt", torch.device("cpu"))
+    ckpt = checkpoint.load(folder / "checkpoint.pt", torch.device("cpu"))
+    assert ckpt["epoch"] == 2
+    # as if an earlier epoch had been the best: other weights under best_weights
+    ckpt["best_weights"] = {k: v * 0.5 if v.is_floating_point() else v for k, v in ckpt["best_weights"].items()}
+    ckpt["best_val"], ckpt["best_epoch"] = 101.0, 1
+    checkpoint.save(folder / "checkpoint.pt", ckpt)
+    for name in ("result.json", "model.pt"):  # killed before these were written
+        (folder / name).unlink()
+    assert launch([str(write_grid(executor="debug")), "--out", str(out), *args]) == 0
+    (again,), _ = tables(out)
+    assert again["test_top1"] == first["test_top1"] and again["epochs"] == 2
+    resaved = checkpoint.load(folder / "model.pt", torch.device("cpu"))
+    key = next(k for k, v in saved["state_dict"].items() if v.is_floating_point())
+    assert torch.equal(resaved["state_dict"][key], saved["state_dict"][key])
+
+
 def test_every_cakd_table_row_runs_end_to_end(write_grid, tmp_path):
     """The CAKD write-up's rows (ce, kd, kd+fa, kd+at, kd+fa+at) and cakd with each mask."""
     methods = ["ce", "kd", "kd+fa", "kd+at", "kd+fa+at", "cakd", "cakd_gradient", "cakd_topk"]
