@@ -19,7 +19,7 @@ limit_test = 100
 arch = "resnet20"
 epochs = 3
 batch_size = 32
-lr = 0.05
+lr = 0.1
 schedule = "cosine"
 eval_batch_size = 200
 [teachers.small]
