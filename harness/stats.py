@@ -1,5 +1,6 @@
 """Statistics over seeds, as a paper needs them: mean, sample std, Student-t confidence interval,
-and the paired difference of two methods over the seeds they share (paired t-test, bootstrap CI).
+the paired difference of two methods over the seeds they share (scipy's paired t-test, seeded
+percentile bootstrap), Welch's test for two grids, and Holm's correction for a table's many tests.
 
 Every function takes plain floats; NaN/None inputs are the caller's to drop. With one value there
 is no spread: std, intervals and p-values are NaN (shown as "–"), never a made-up zero.
@@ -29,8 +30,12 @@ class Summary:
     ci_high: float
 
 
+def _finite(values) -> np.ndarray:
+    return np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+
+
 def describe(values, level: float = 0.95) -> Summary:
-    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    x = _finite(values)
     n = len(x)
     if n == 0:
         return Summary(0, NAN, NAN, NAN, NAN)
@@ -58,57 +63,70 @@ def paired(a: dict, b: dict, level: float = 0.95, n_boot: int = 10_000, seed: in
     """Difference a - b over the keys (seeds) both have a value for."""
     keys = sorted(k for k in a if k in b and a[k] is not None and b[k] is not None
                   and not math.isnan(a[k]) and not math.isnan(b[k]))
-    d = np.asarray([a[k] - b[k] for k in keys], dtype=float)
-    n = len(d)
+    x = np.asarray([a[k] for k in keys], dtype=float)
+    y = np.asarray([b[k] for k in keys], dtype=float)
+    n = len(keys)
     if n == 0:
         return Paired(0, NAN, NAN, NAN, NAN, NAN, NAN, NAN)
-    s = describe(d, level)
-    p = paired_p_value(d)
-    lo, hi = bootstrap_mean_ci(d, level, n_boot, seed)
-    return Paired(n, s.mean, s.std, s.ci_low, s.ci_high, p, lo, hi)
+    s = describe(x - y, level)
+    lo, hi = bootstrap_mean_ci(x - y, level, n_boot, seed)
+    return Paired(n, s.mean, s.std, s.ci_low, s.ci_high, paired_p_value(x, y), lo, hi)
 
 
-def paired_p_value(d) -> float:
-    """Two-sided p-value of the one-sample t-test of mean(d) = 0 (= the paired t-test)."""
-    d = np.asarray(d, dtype=float)
-    n = len(d)
-    if n < 2:
+def paired_p_value(a, b) -> float:
+    """Two-sided paired t-test of a against b (scipy.stats.ttest_rel). Identical differences have
+    no spread, where scipy answers NaN: then the answer is certain (1 if they are all 0, else 0)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(d) < 2:
         return NAN
-    sd = d.std(ddof=1)
-    if sd == 0:
-        return 1.0 if d.mean() == 0 else 0.0
-    t = d.mean() / (sd / math.sqrt(n))
-    return float(2 * _st.t.sf(abs(t), n - 1))
+    if np.ptp(d) == 0:
+        return 1.0 if d[0] == 0 else 0.0
+    return float(_st.ttest_rel(a, b).pvalue)
 
 
 def bootstrap_mean_ci(d, level: float = 0.95, n_boot: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of d, seeded (same data, same interval); NaN for n < 3."""
+    """Percentile bootstrap interval of the mean of d (scipy.stats.bootstrap), seeded: same data,
+    same interval. NaN for n < 3: two values give three possible resampled means, no interval."""
     d = np.asarray(d, dtype=float)
-    n = len(d)
-    if n < 3:  # two values give three possible resampled means: no interval worth the name
+    if len(d) < 3:
         return NAN, NAN
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(lo), float(hi)
+    if np.ptp(d) == 0:  # every resample has the same mean (scipy warns of a degenerate distribution)
+        return float(d[0]), float(d[0])
+    ci = _st.bootstrap((d,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+                       rng=np.random.default_rng(seed)).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 def welch(a, b, level: float = 0.95) -> Paired:
     """Unpaired difference mean(a) − mean(b) (two grids, no shared seeds assumed): Welch's t-test
-    and its Welch–Satterthwaite t-interval; no bootstrap (boot_* are NaN)."""
-    x = np.asarray([v for v in a if v is not None and not math.isnan(v)], dtype=float)
-    y = np.asarray([v for v in b if v is not None and not math.isnan(v)], dtype=float)
+    (scipy.stats.ttest_ind, equal_var=False) and its Welch–Satterthwaite t-interval; no bootstrap
+    (boot_* are NaN); std_diff is the difference's standard error."""
+    x, y = _finite(a), _finite(b)
     if len(x) == 0 or len(y) == 0:
         return Paired(0, NAN, NAN, NAN, NAN, NAN, NAN, NAN)
+    n = min(len(x), len(y))
     diff = float(x.mean() - y.mean())
     if len(x) < 2 or len(y) < 2:
-        return Paired(min(len(x), len(y)), diff, NAN, NAN, NAN, NAN, NAN, NAN)
-    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return Paired(min(len(x), len(y)), diff, 0.0, diff, diff, 1.0 if diff == 0 else 0.0, NAN, NAN)
-    df = (va + vb) ** 2 / (va ** 2 / (len(x) - 1) + vb ** 2 / (len(y) - 1))
-    q = float(_st.t.ppf(0.5 + level / 2, df))
-    p = float(2 * _st.t.sf(abs(diff) / se, df))
-    return Paired(min(len(x), len(y)), diff, se, diff - q * se, diff + q * se, p, NAN, NAN)
+        return Paired(n, diff, NAN, NAN, NAN, NAN, NAN, NAN)
+    se = math.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y))
+    if se == 0:  # no spread in either: scipy answers NaN, the difference is certain
+        return Paired(n, diff, 0.0, diff, diff, 1.0 if diff == 0 else 0.0, NAN, NAN)
+    test = _st.ttest_ind(x, y, equal_var=False)
+    ci = test.confidence_interval(level)
+    return Paired(n, diff, se, float(ci.low), float(ci.high), float(test.pvalue), NAN, NAN)
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error rate):
+    the i-th smallest of m is multiplied by m − i + 1, made monotone, capped at 1. NaN entries
+    (no test) stay NaN and do not count towards m. scipy has no Holm (only FDR control)."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, NAN)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = len(tested)
+    if m == 0:
+        return out.tolist()
+    order = tested[np.argsort(p[tested], kind="stable")]
+    scaled = (m - np.arange(m)) * p[order]
+    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return out.tolist()

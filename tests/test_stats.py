@@ -1,7 +1,9 @@
 """harness.stats against values computed by hand (and checked against textbook tables)."""
 import math
 
+import numpy as np
 import pytest
+from scipy.stats import t as t_dist
 
 from harness import stats
 
@@ -63,3 +65,37 @@ def test_welch_matches_scipy_by_hand():
 def test_no_bootstrap_interval_from_two_seeds():
     two = stats.paired({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.5})
     assert two.n == 2 and not math.isnan(two.p_value) and math.isnan(two.boot_low)
+
+
+def test_holm_adjusts_a_table_of_p_values():
+    # sorted 0.01, 0.03, 0.04 of m = 3 (NaN is no test): 3·0.01, 2·0.03, max(1·0.04, 0.06)
+    adjusted = stats.holm([0.01, 0.04, float("nan"), 0.03])
+    assert adjusted[0] == pytest.approx(0.03) and adjusted[1] == pytest.approx(0.06)
+    assert math.isnan(adjusted[2]) and adjusted[3] == pytest.approx(0.06)
+    assert stats.holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1
+    assert stats.holm([0.0478]) == [0.0478]  # one test: nothing to correct
+    assert stats.holm([]) == []
+
+
+def test_paired_uses_scipy_ttest_rel_and_bootstrap():
+    from scipy import stats as st
+    a = {0: 91.0, 1: 91.5, 2: 93.5, 3: 92.0}
+    b = {0: 90.0, 1: 91.0, 2: 92.0, 3: 92.2}
+    p = stats.paired(a, b, seed=3)
+    assert p.p_value == pytest.approx(st.ttest_rel(list(a.values()), list(b.values())).pvalue)
+    d = [a[k] - b[k] for k in a]
+    boot = st.bootstrap((d,), np.mean, n_resamples=10_000, method="percentile",
+                        rng=np.random.default_rng(3)).confidence_interval
+    assert (p.boot_low, p.boot_high) == (pytest.approx(boot.low), pytest.approx(boot.high))
+    constant = stats.paired({0: 2.0, 1: 3.0, 2: 4.0}, {0: 1.0, 1: 2.0, 2: 3.0})
+    assert constant.p_value == 0.0 and (constant.boot_low, constant.boot_high) == (1.0, 1.0)
+
+
+def test_welch_interval_is_the_welch_satterthwaite_one():
+    va, vb = 1 / 3, 10 / 3 / 4
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3)
+    half = float(t_dist.ppf(0.975, df)) * math.sqrt(va + vb)
+    w = stats.welch([1, 2, 3], [3, 4, 6, 7])
+    assert (w.ci_low, w.ci_high) == (pytest.approx(-3 - half), pytest.approx(-3 + half))
+    same = stats.welch([1.0, 1.0], [1.0, 1.0])
+    assert same.p_value == 1.0 and same.std_diff == 0.0
