@@ -38,12 +38,12 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from harness.atomic import atomic_write_json
 from harness.data.cache import array_sha256
@@ -68,22 +68,27 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def device_outputs(model: nn.Module, data: DeviceData, autocast,
+                   batch_size: int = 1000) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """(first index, logits, all-class maps) of each batch of clean training images, on the device."""
+    for start in range(0, data.n_train, batch_size):
+        batch = data.clean_batch(start, start + batch_size)
+        with torch.inference_mode(), autocast():
+            logits, features = model(batch.images, features=True)
+            cams = class_maps(model, features[-1])
+        yield start, logits, cams  # outside the contexts: they would otherwise hold over the caller's code
+
+
 def compute(model: nn.Module, data: DeviceData, autocast, batch_size: int = 1000) -> dict[str, np.ndarray]:
     """The arrays of one teacher: logits and all-class maps of every clean training image."""
     logits_out, cams_out = None, None
     n = data.n_train
-    for start in range(0, n, batch_size):
-        idx = torch.arange(start, min(start + batch_size, n), device=data.device)
-        crops = torch.full((len(idx), 2), PAD, device=data.device)
-        batch = data.augment(idx, crops, torch.zeros(len(idx), dtype=torch.bool, device=data.device))
-        with torch.inference_mode(), autocast():
-            logits, features = model(batch.images, features=True)
-            cams = class_maps(model, features[-1])
+    for start, logits, cams in device_outputs(model, data, autocast, batch_size):
         if logits_out is None:
             logits_out = np.empty((n, *logits.shape[1:]), np.float16)
             cams_out = np.empty((n, *cams.shape[1:]), np.float16)
-        logits_out[start:start + len(idx)] = logits.float().half().cpu().numpy()
-        cams_out[start:start + len(idx)] = cams.half().cpu().numpy()
+        logits_out[start:start + len(logits)] = logits.float().half().cpu().numpy()
+        cams_out[start:start + len(cams)] = cams.half().cpu().numpy()
     return {"logits": logits_out, "cams": cams_out}
 
 

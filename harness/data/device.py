@@ -22,10 +22,9 @@ PAD = 4
 
 
 def to_device(array: np.ndarray, device: torch.device) -> Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if device.type == "cuda":
-        tensor = tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
+    """A one-off copy of an array to the device. Not staged through pinned memory: the copy is
+    waited for anyway, and pinning would add a second host copy of the whole split."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
 
 
 class Normalize:
@@ -65,18 +64,32 @@ class DeviceData:
                       world_size: int = 1) -> Iterator[Batch]:
         """Shuffled, augmented batches of one epoch (the last partial batch is dropped). With
         several ranks, each takes its share of every global batch."""
+        return self.batches(*self.epoch_draws(seed, epoch), batch_size, rank, world_size)
+
+    def epoch_draws(self, seed: int, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The epoch's order (n,), crop offsets (n, 2) and flips (n,), drawn on the device."""
         gen = torch.Generator(device=self.device).manual_seed(seed * 100_003 + epoch)
         n = self.n_train
         order = torch.randperm(n, device=self.device, generator=gen)
         crops = torch.randint(0, 2 * PAD + 1, (n, 2), device=self.device, generator=gen)
         flips = torch.rand(n, device=self.device, generator=gen) < 0.5
+        return order, crops, flips
+
+    def batches(self, order: Tensor, crops: Tensor, flips: Tensor, batch_size: int, rank: int = 0,
+                world_size: int = 1) -> Iterator[Batch]:
+        """The augmented batches of one epoch's draws (the last partial batch is dropped)."""
         for step in range(self.steps_per_epoch(batch_size)):
             idx = order[step * batch_size:(step + 1) * batch_size][rank::world_size]
             yield self.augment(idx, crops[idx], flips[idx])
 
     def probe_batch(self, size: int = 256) -> Batch:
         """A fixed batch: the first training images, un-augmented (centre crop, no flip)."""
-        idx = torch.arange(min(size, self.n_train), device=self.device)
+        return self.clean_batch(0, size)
+
+    def clean_batch(self, start: int, stop: int) -> Batch:
+        """Training images start..stop−1 (up to the last one), un-augmented: the centre crop of the
+        padded image, no flip."""
+        idx = torch.arange(start, min(stop, self.n_train), device=self.device)
         crops = torch.full((len(idx), 2), PAD, device=self.device)
         return self.augment(idx, crops, torch.zeros(len(idx), dtype=torch.bool, device=self.device))
 
