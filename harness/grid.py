@@ -158,6 +158,7 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
     cluster = grid["cluster"]
     on_gpu = cluster.get("gpus_per_job", 0) > 0 if cluster.get("executor") == "slurm" else cuda_available
     resolve_precision(grid, on_gpu, problems)
+    check_ranks(grid, problems)
     if cluster.get("executor") == "slurm" and cluster["signal_delay_s"] + 60 >= cluster["timeout_min"] * 60:
         problems.append(("cluster.signal_delay_s", f"{cluster['signal_delay_s']} s leaves no time to train before the "
                          f"USR2 warning: SLURM may send it up to 60 s early, so it must be below timeout_min·60 − 60 = "
@@ -166,6 +167,30 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
         check_method_builds(grid, problems)
     problems[:] = list(dict.fromkeys(problems))
     return grid
+
+
+def world_size(cluster: dict) -> int:
+    """Processes (DDP ranks) that train each job: SLURM tasks, one per GPU; one elsewhere."""
+    if cluster.get("executor") != "slurm":
+        return 1
+    return cluster.get("tasks_per_job") or max(cluster.get("gpus_per_job") or 0, 1)
+
+
+def check_ranks(grid: dict, problems: list) -> None:
+    """One rank per GPU, and every rank the same share of each batch: BatchNorm statistics are
+    per rank (batch / ranks images), so the rank count is part of the job key (see `plan`)."""
+    cluster, world = grid["cluster"], world_size(grid["cluster"])
+    gpus, tasks = cluster.get("gpus_per_job") or 0, cluster.get("tasks_per_job")
+    if cluster.get("executor") == "slurm" and gpus and tasks not in (None, gpus):
+        problems.append(("cluster.tasks_per_job", f"{tasks} tasks on {gpus} GPUs: DDP needs one task per GPU "
+                         f"(two ranks on one GPU fail in NCCL, fewer leave GPUs idle); leave it unset or set {gpus}"))
+        return
+    recipes = [("train", grid["train"]), *((f"teachers.{n}", t) for n, t in grid["teachers"].items())]
+    for where, recipe in recipes:
+        batch = recipe.get("batch_size")
+        if world > 1 and batch and batch % world:
+            problems.append((f"{where}.batch_size", f"{batch} does not split evenly over {world} ranks "
+                             f"(cluster.tasks_per_job / gpus_per_job): use a multiple of {world}"))
 
 
 def resolve_precision(grid: dict, on_gpu: bool, problems: list) -> None:
@@ -348,6 +373,7 @@ def plan(grid: dict) -> Plan:
     """Students for every combination that matters, plus the teacher jobs they need (once each).
     A teacher-free method does not vary with the teacher set; identical configs share one key."""
     data = result_fields(grid["data"], schema.DATA)
+    world = world_size(grid["cluster"])
     teacher_jobs: dict[str, Job] = {}
     teacher_keys, external = {}, {}
     for name, t in grid["teachers"].items():
@@ -357,7 +383,7 @@ def plan(grid: dict) -> Plan:
             external[teacher_keys[name]] = {"arch": t["arch"], "path": path}
             continue
         job = make_job("teacher", "ce", {"terms": ["ce"], "params": {"ce": {}}}, t["seed"], t["arch"],
-                       (), NO_TEACHERS, recipe_for(grid, t), data)
+                       (), NO_TEACHERS, recipe_for(grid, t), data, world)
         teacher_keys[name] = job.key
         teacher_jobs[name] = job
     student_recipe = recipe_for(grid)
@@ -370,7 +396,7 @@ def plan(grid: dict) -> Plan:
             needed.update(tset)
             for seed in axes["seed"]:
                 students.append(make_job("student", method, spec, seed, grid["train"]["arch"], keys,
-                                         "+".join(tset) or NO_TEACHERS, student_recipe, data))
+                                         "+".join(tset) or NO_TEACHERS, student_recipe, data, world))
     teachers = [job for name, job in teacher_jobs.items() if name in needed]
     jobs = _unique(teachers + students)
     for job in jobs:  # evaluation settings: not in the key (they change no training result)
@@ -378,12 +404,14 @@ def plan(grid: dict) -> Plan:
     return Plan(grid, jobs, external)
 
 
-def make_job(stage, method, spec, seed, arch, teacher_keys, tset_label, recipe, data) -> Job:
+def make_job(stage, method, spec, seed, arch, teacher_keys, tset_label, recipe, data, world: int = 1) -> Job:
     config = {
         "arch": arch, "seed": seed, "teachers": list(teacher_keys), "data": data,
         "recipe": result_fields(recipe, schema.TRAIN),
         "method": {"terms": spec["terms"], "params": spec["params"]},
     }
+    if world > 1:  # per-rank BatchNorm: another rank count is another experiment (absent at 1: keys unchanged)
+        config["world_size"] = world
     runtime = {k: v for k, v in recipe.items() if k not in config["recipe"]}
     return Job(job_key(config), stage, method, seed, tset_label, arch, tuple(teacher_keys), config, runtime)
 

@@ -63,6 +63,10 @@ TRAIN = {
                            choices=PRECISIONS),
     "eval_batch_size": Key("int", 1000, "batch size of evaluation", minimum=1, affects_result=False),
     "channels_last": Key("bool", True, "NHWC memory format for the convnets", affects_result=False),
+    "compile": Key("bool", False, "torch.compile student and teachers (minutes of compilation; pays off on GPUs)",
+                   affects_result=False),
+    "deterministic": Key("bool", False, "deterministic kernels (slower on GPUs; bit-identical reruns and resumes there)",
+                         affects_result=False),
 }
 
 # A teacher: an architecture and seed, its own recipe where it differs from [train] (every [train]

@@ -8,9 +8,11 @@ epoch). Nothing synchronises the device inside an epoch except the throttled pro
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from torch import Tensor, nn
 from harness import checkpoint, precision, robustness, teacher_cache
 from harness.data import load_cifar10
 from harness.data.device import DeviceData
-from harness.evaluate import job_metrics, predict, top1
+from harness.evaluate import job_metrics, predict
 from harness.models import build_model
 from methods import Batch, Context, Method, Outputs, build_method
 
@@ -41,14 +43,30 @@ class Student(nn.Module):
         return self.method.losses(batch, Outputs(logits, features), teachers), logits
 
 
+DDP_TIMEOUT = timedelta(minutes=5)  # a rank stuck in a collective fails after this, not NCCL's default
+
+
 def make_accelerator(precision: str):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import InitProcessGroupKwargs
 
     # One process may run several jobs (the debug executor): accelerate's state is a singleton.
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
+                       kwargs_handlers=[InitProcessGroupKwargs(timeout=DDP_TIMEOUT)])
+
+
+def configure_backends(device: torch.device, runtime: dict) -> None:
+    """cuDNN autotuning on CUDA (the shapes are static), or, with `deterministic`, deterministic
+    kernels everywhere (slower; on GPUs the only way to bit-identical reruns and resumes)."""
+    if runtime.get("deterministic"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any matmul
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def lr_factor(epoch: float, recipe: dict) -> float:
@@ -81,9 +99,13 @@ class Trainer:
     eval_batch_size: int
 
     def evaluate(self, split: tuple[Tensor, Tensor]) -> float:
+        """Top-1 in percent; with several ranks each classifies its share and the counts are summed."""
         self.model.eval()
-        logits = predict(self.model, split[0], self.data.normalize, self.eval_batch_size, self.accelerator.autocast)
-        return top1(logits, split[1])
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        images, labels = split[0][rank::world], split[1][rank::world]
+        logits = predict(self.model, images, self.data.normalize, self.eval_batch_size, self.accelerator.autocast)
+        correct = self.accelerator.reduce((logits.argmax(1) == labels).sum(), reduction="sum")
+        return correct.item() * 100 / len(split[1])
 
 
 def build_trainer(config: dict, runtime: dict, cifar, teachers: list[tuple[str, str]],
@@ -94,11 +116,15 @@ def build_trainer(config: dict, runtime: dict, cifar, teachers: list[tuple[str, 
     accelerator = make_accelerator(recipe["mixed_precision"])
     device = accelerator.device
     precision.check(recipe["mixed_precision"], device)
+    configure_backends(device, runtime)
     memory_format = torch.channels_last if runtime.get("channels_last", True) else torch.contiguous_format
     torch.manual_seed(config["seed"])
     data = DeviceData(cifar, device)
     model = build_model(config["arch"]).to(device, memory_format=memory_format)
     frozen = [checkpoint.load_frozen(path, arch, device, memory_format) for arch, path in teachers]
+    if runtime.get("compile"):  # in place: parameter names, so checkpoints, stay those of the plain module
+        for net in (model, *frozen):
+            net.compile()
     caches = None
     if teacher_cache.wanted(config["method"]):
         if cache_root is None:
@@ -130,8 +156,22 @@ def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
     cifar = load_cifar10(spec["data_root"], val_size=data_cfg["val_size"], split_seed=data_cfg["split_seed"],
                          limit_train=data_cfg["limit_train"], limit_test=data_cfg["limit_test"])
     names = spec["teacher_set"].split("+") if spec.get("teachers") else []
-    t = build_trainer(config, spec["runtime"], cifar, [tuple(x) for x in spec["teachers"]],
-                      cache_root=folder.resolve().parent.parent / "teacher_cache", teacher_names=names)
+    try:
+        t = build_trainer(config, spec["runtime"], cifar, [tuple(x) for x in spec["teachers"]],
+                          cache_root=folder.resolve().parent.parent / "teacher_cache", teacher_names=names)
+        return train_and_evaluate(t, spec, folder, emit)
+    finally:  # on success, and on a failure, so that no other rank waits on this one in a collective
+        end_process_group()
+
+
+def end_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def train_and_evaluate(t: Trainer, spec: dict, folder: Path, emit: Emit) -> dict:
+    """The epochs (resumed where the checkpoint left off), then the end-of-job metrics."""
+    config, names = spec["config"], spec["teacher_set"].split("+") if spec.get("teachers") else []
     epochs, steps = t.recipe["epochs"], t.data.steps_per_epoch(t.recipe["batch_size"])
     state = Progress.resume(folder / "checkpoint.pt", t)
     emit({"event": "start", "epochs": epochs, "steps_per_epoch": steps, "resumed_from": state.epoch,
@@ -219,8 +259,10 @@ class Progress:
             t.optimizer.load_state_dict(ckpt["optimizer"])
             t.scheduler.load_state_dict(ckpt["scheduler"])
             torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-            if torch.cuda.is_available() and ckpt["rng"].get("cuda"):
-                torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
+            if t.data.device.type == "cuda" and ckpt["rng"].get("cuda"):
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"][0].cpu(), t.data.device)
+            if t.accelerator.scaler is not None and ckpt.get("scaler"):  # fp16 loss scale: resumes as it was
+                t.accelerator.scaler.load_state_dict(ckpt["scaler"])
             state.epoch, state.history = ckpt["epoch"], ckpt["history"]
             state.best_val, state.best_epoch, state.best_weights = ckpt["best_val"], ckpt["best_epoch"], ckpt["best_weights"]
             # a copy: the best-val weights are loaded into the model at the end, and a view of the
@@ -236,9 +278,10 @@ class Progress:
             self.best_val, self.best_epoch, self.best_weights = row["val_top1"], row["epoch"], self.last_weights
 
     def save(self, folder: Path, t: Trainer) -> None:
-        rng = {"torch": torch.get_rng_state(),
-               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-        checkpoint.save(folder / "checkpoint.pt", {
+        device = t.data.device  # only the generator this rank uses: another run may see other GPUs
+        rng = {"torch": torch.get_rng_state(), "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []}
+        scaler = t.accelerator.scaler
+        checkpoint.save(folder / "checkpoint.pt", {"scaler": scaler.state_dict() if scaler is not None else None,
             "epoch": self.epoch, "history": self.history, "student": t.student.state_dict(),
             "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(), "rng": rng,
             "best_val": self.best_val, "best_epoch": self.best_epoch, "best_weights": self.best_weights})

@@ -208,3 +208,25 @@ def test_slurm_signal_must_leave_time_to_train(tmp_path):
 def test_terms_that_cannot_compose_are_grid_errors(tmp_path, method, options, fragment):
     found = problems(tmp_path, overrides=[f"grid.method=['{method}']", *options])
     assert any(p == "grid.method[0]" and fragment in msg for p, msg in found), found
+
+
+def test_ranks_one_per_gpu_and_an_even_share_of_each_batch(tmp_path):
+    slurm = ["cluster.executor='slurm'"]
+    found = problems(tmp_path, overrides=[*slurm, "cluster.gpus_per_job=1", "cluster.tasks_per_job=2"])
+    assert found[0][0] == "cluster.tasks_per_job" and "one task per GPU" in found[0][1]
+    found = problems(tmp_path, overrides=[*slurm, "cluster.tasks_per_job=3"])  # the default batch is 128
+    assert found[0][0] == "train.batch_size" and "multiple of 3" in found[0][1]
+    found = problems(tmp_path, overrides=[*slurm, "cluster.tasks_per_job=2", "teachers.r56.batch_size=99"])
+    assert found[0][0] == "teachers.r56.batch_size"
+    load(tmp_path, overrides=[*slurm, "cluster.gpus_per_job=2", "cluster.tasks_per_job=2"])
+
+
+def test_the_rank_count_is_part_of_the_key_only_beyond_one(tmp_path):
+    def keys(*overrides):
+        return {j.key for j in gridlib.plan(load(tmp_path, overrides=list(overrides))).jobs}
+
+    local = keys()
+    assert keys("cluster.executor='slurm'") == local  # one rank: the keys of every existing result stay
+    two = keys("cluster.executor='slurm'", "cluster.tasks_per_job=2", "train.mixed_precision='no'")
+    assert two.isdisjoint(local)  # 2 CPU ranks or 2 GPUs: the same experiment (precision aside)
+    assert two == keys("cluster.executor='slurm'", "cluster.gpus_per_job=2", "train.mixed_precision='no'")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness import job as job_runner
 from harness.atomic import atomic_write_json
-from harness.grid import Job
+from harness.grid import Job, world_size
 from harness.submit import Executor
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
@@ -76,9 +76,11 @@ def collect_when_done(root: str) -> str:
 
 def sbatch_parameters(cluster: dict) -> dict:
     """submitit SlurmExecutor parameters from the grid's [cluster] table."""
-    tasks = cluster["tasks_per_job"] or max(cluster["gpus_per_job"], 1)
+    tasks = world_size(cluster)
     params = {"time": cluster["timeout_min"], "cpus_per_task": cluster["cpus_per_task"], "ntasks_per_node": tasks,
               "nodes": 1, "signal_delay_s": cluster["signal_delay_s"], "setup": list(cluster["setup"])}
+    if tasks > 1:  # a rank that fails ends the job's other ranks at once, not after a collective's timeout
+        params["srun_args"] = ["--kill-on-bad-exit=1"]
     optional = {"partition": cluster["partition"], "account": cluster["account"], "qos": cluster["qos"],
                 "constraint": cluster["constraint"], "gpus_per_node": cluster["gpus_per_job"] or None,
                 "mem": f"{cluster['mem_gb']}GB" if cluster["mem_gb"] else None}
