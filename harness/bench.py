@@ -30,6 +30,7 @@ shifts both alike. Random images stand in for CIFAR-10 (speed does not depend on
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
+from harness import precision
 from harness.display import make_console
 
 
@@ -449,6 +451,22 @@ BENCHES = {"step": bench_step, "kd": bench_kd, "augment": bench_augment, "plan":
 NEEDS_CLUSTER = {"slurm"}  # not part of the default run
 
 
+def device_name() -> str:
+    """What the figures were measured on: the GPU's name, or the CPU's model and vector extension."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
+                 platform.machine())
+    return f"CPU {model} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -457,11 +475,14 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="training steps per timed repeat (default 20)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per side (default 5)")
     parser.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
-    parser.add_argument("--precision", choices=("no", "bf16", "fp16"), default="bf16")
+    parser.add_argument("--precision", choices=precision.CHOICES, default="auto",
+                        help="autocast precision (default auto: bf16 where the hardware has it natively, else no)")
     args = parser.parse_args(argv)
+    args.precision = precision.resolve(args.precision, torch.cuda.is_available())
     console = make_console()
-    table = Table(title=f"kd-harness speed (batch {args.batch}, {args.precision}, "
-                        f"{'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} threads)")
+    console.print(f"device: {device_name()}")
+    table = Table(title=f"kd-harness speed (batch {args.batch}, {args.precision}, {device_name()}, "
+                        f"{torch.get_num_threads()} threads)")
     for column in ("benchmark", "measured", "goal", "met", "detail"):
         table.add_column(column)
     missed = 0
