@@ -1,4 +1,8 @@
-"""Checkpoints: written atomically (temp file + rename), read with `weights_only=True`."""
+"""Checkpoints: written atomically (temp file + rename), read with `weights_only=True`.
+
+Teacher weights may also come as `.safetensors` (tensors only, no pickle at all): the format the
+project ships its demo teacher in, and what `python -m harness.export` writes from a finished job.
+"""
 from __future__ import annotations
 
 import io
@@ -27,11 +31,29 @@ def save_weights(path: Path, arch: str, model: nn.Module) -> None:
     save(path, {"arch": arch, "state_dict": model.state_dict()})
 
 
+def save_safetensors(path: Path, arch: str, model: nn.Module, metadata: dict[str, str]) -> None:
+    """Weights as safetensors, with the architecture and provenance in the header's metadata."""
+    from safetensors.torch import save as to_bytes
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, to_bytes(state, metadata={"arch": arch, **metadata}))
+
+
+def read_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a weights file: safetensors, ours ({"arch", "state_dict"}) or a bare state dict."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    obj = load(path)
+    return obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+
+
 def load_frozen(path: str | Path, arch: str, device: torch.device,
                 memory_format: torch.memory_format = torch.channels_last) -> nn.Module:
-    """A teacher: built, loaded (ours or a bare state dict), frozen, in eval mode, on the device."""
-    obj = load(Path(path))
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    """A teacher: built, loaded (safetensors, ours or a bare state dict), frozen, in eval mode, on the device."""
+    state = read_state(path)
     model = build_model(arch)
     model.load_state_dict(state)
     model.requires_grad_(False).eval()
