@@ -6,6 +6,7 @@ nothing runs until the file is clean. See `harness.schema` for the keys.
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import sys
 from dataclasses import dataclass, field
@@ -117,6 +118,8 @@ def check_table(table: Any, keys: dict[str, Key], where: str, problems: list) ->
             problems.append((path, "unknown key" + suggest(name, keys)))
         elif not type_ok(value, keys[name].type):
             problems.append((path, f"expected {keys[name].type}, got {value!r}"))
+        elif not _finite(value):
+            problems.append((path, f"must be a finite number, got {value!r}"))
         elif keys[name].choices and value not in keys[name].choices:
             problems.append((path, f"{value!r} is not allowed" + suggest(str(value), keys[name].choices)))
         elif keys[name].minimum is not None and _below(value, keys[name].minimum):
@@ -131,6 +134,13 @@ def check_table(table: Any, keys: dict[str, Key], where: str, problems: list) ->
         else:
             out[name] = None if key.default is REQUIRED else key.default
     return out
+
+
+def _finite(value) -> bool:
+    """NaN and ±inf (which TOML writes as nan, inf) are no valid setting anywhere."""
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def _below(value, minimum) -> bool:

@@ -209,10 +209,12 @@ def train_epoch(t: Trainer, epoch: int, report: Callable[[dict], None] = lambda 
     steps = t.data.steps_per_epoch(t.recipe["batch_size"])
     batches = t.data.train_batches(t.seed, epoch, t.recipe["batch_size"], t.accelerator.process_index,
                                    t.accelerator.num_processes)
+    watch = NonFiniteWatch(t.data.device)
     for step, batch in enumerate(batches):
         with t.accelerator.autocast():
             teacher_outs = t.method.teacher_outputs(batch)
         losses, logits = t.wrapped(batch, teacher_outs)
+        watch.add(step, losses)
         loss = sum(losses.values())
         t.optimizer.zero_grad(set_to_none=True)
         t.accelerator.backward(loss)
@@ -228,12 +230,46 @@ def train_epoch(t: Trainer, epoch: int, report: Callable[[dict], None] = lambda 
     if t.data.device.type == "cuda":
         torch.cuda.synchronize(t.data.device)
     elapsed = time.perf_counter() - start
+    watch.check(t.accelerator, epoch)  # before the epoch's checkpoint: the last good one stays
     terms = reduce_mean(t.accelerator, {k: v / steps for k, v in sums.items()})
     correct = t.accelerator.reduce(correct, reduction="sum").item()
     total_seen = seen * t.accelerator.num_processes
     return {"epoch": epoch + 1, "lr": lr, "train_loss": sum(terms.values()),
             **{f"loss_{k}": v for k, v in terms.items()}, "train_top1": 100 * correct / total_seen,
             "epoch_time_s": elapsed, "images_per_s": total_seen / elapsed}
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss term became NaN or infinite: the job cannot produce a trustworthy number."""
+
+
+class NonFiniteWatch:
+    """The first step at which each loss term was not finite, kept on the device (no per-step sync)
+    and read once at the end of the epoch, on every rank together."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.first = device, {}
+
+    def add(self, step: int, losses: dict[str, Tensor]) -> None:
+        for name, value in losses.items():
+            first = self.first.get(name)
+            if first is None:
+                first = self.first[name] = torch.full((), -1, dtype=torch.long, device=self.device)
+            bad = ~torch.isfinite(value.detach()) & (first < 0)
+            self.first[name] = torch.where(bad, step, first)
+
+    def check(self, accelerator, epoch: int) -> None:
+        if not self.first:
+            return
+        names = list(self.first)
+        firsts = torch.stack([self.first[n] for n in names])
+        anywhere = accelerator.reduce((firsts >= 0).long(), reduction="sum").tolist()
+        bad = [(step, name, hit) for name, step, hit in zip(names, firsts.tolist(), anywhere) if hit]
+        if bad:
+            step, name, _ = min(bad, key=lambda b: (b[0] < 0, b[0]))
+            where = f"step {step + 1}" if step >= 0 else "another rank's step"
+            raise NonFiniteLoss(f"loss term {name!r} became non-finite at epoch {epoch + 1}, {where}: the job "
+                                f"stops; its last good checkpoint (epoch {epoch}) is kept")
 
 
 def reduce_mean(accelerator, values: dict[str, Tensor]) -> dict[str, float]:

@@ -192,3 +192,20 @@ def test_two_launches_of_one_grid_do_not_both_run(write_grid, tmp_path, capsys):
         assert launch([str(write_grid()), "--out", str(out)]) == 2
     assert "another launch of this grid" in capsys.readouterr().out
     assert not list(out.glob("tiny/jobs/*/result.json"))
+
+
+def test_a_loss_that_becomes_non_finite_fails_the_job_and_keeps_the_last_good_checkpoint(write_grid, tmp_path):
+    import torch
+
+    from harness import checkpoint
+
+    out = tmp_path / "out"
+    diverge = ["--set", "grid.method=['ce']", "--set", "grid.seed=[0]", "--set", "train.epochs=2",
+               "--set", "train.schedule='multistep'", "--set", "train.milestones=[1]", "--set", "train.gamma=1e30"]
+    assert launch([str(write_grid(executor="debug")), "--out", str(out), *diverge]) == 1
+    (run,), epochs = tables(out)
+    assert run["status"] == "failed" and [e["epoch"] for e in epochs] == [1]
+    assert "loss term 'ce' became non-finite at epoch 2, step" in run["error"]
+    (folder,) = (out / "tiny" / "jobs").iterdir()
+    assert checkpoint.load(folder / "checkpoint.pt", torch.device("cpu"))["epoch"] == 1
+    assert not (folder / "model.pt").exists()
