@@ -18,6 +18,7 @@
            task start to first training step (goal < 5 s)
 - cakd:    kd+at, kd+fa+at and CAKD with each mask, step time vs a kd step with the same
            ResNet110 teacher (goals: kd+fa+at ≤ 1.15×, intervention ≤ 2×, gradient ≤ 1.6×)
+- archs:   (only when named) training images/s of every architecture of the zoo, plain loop
 - mate:    MATE-KD with three teachers (ResNet110, DenseNet121, VGG19-BN). Cache on vs a ce step
            (goal ≤ 1.4×); cache off vs (student step + the teachers' forward and backward to
            their last feature map) (goal ≤ 1.25×); both also vs a kd step with the same teachers;
@@ -114,13 +115,13 @@ def time_epochs(trainer, repeats: int) -> Callable[[], float]:
     return lambda: train_epoch(trainer, next(epoch))["epoch_time_s"] / steps
 
 
-def plain_loop(args) -> Callable[[], float]:
+def plain_loop(args, arch: str = "resnet20") -> Callable[[], float]:
     """The reference: what a careful person writes by hand for the same model, batch and precision."""
     from harness.models import build_model
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    model = build_model("resnet20").to(device, memory_format=torch.channels_last).train()
+    model = build_model(arch).to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x = torch.randn(args.steps * args.batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (len(x),), device=device)
@@ -446,9 +447,25 @@ def bench_robustness(args, corruptions: int = 3, n: int = 10_000) -> list[Row]:
                 f"clean test set {ips['clean']:.0f} img/s")]
 
 
+def bench_archs(args) -> list[Row]:
+    """Training throughput of every architecture of the zoo (a plain loop at the bench's batch and
+    precision): what a job's cost is planned from. Large networks are slow on a CPU, so at most 3
+    steps × 2 repeats each."""
+    from harness.models import ARCHS
+
+    short = argparse.Namespace(**{**vars(args), "steps": min(args.steps, 3)})
+    rows = []
+    for arch in ARCHS:
+        seconds = alternate(min(args.repeats, 2), step=plain_loop(short, arch))["step"]
+        rows.append(Row(f"train {arch}", args.batch / seconds, "≥", 0, " img/s",
+                        f"{seconds * 1e3:.0f} ms per step of {args.batch}"))
+    return rows
+
+
 BENCHES = {"step": bench_step, "kd": bench_kd, "augment": bench_augment, "plan": bench_plan, "cakd": bench_cakd,
-           "mate": bench_mate, "slurm": bench_slurm, "robustness": bench_robustness, "report": bench_report}
-NEEDS_CLUSTER = {"slurm"}  # not part of the default run
+           "mate": bench_mate, "slurm": bench_slurm, "robustness": bench_robustness, "report": bench_report,
+           "archs": bench_archs}
+ONLY_WHEN_NAMED = {"slurm", "archs"}  # need a cluster, or take long: not part of the default run
 
 
 def device_name() -> str:
@@ -486,7 +503,7 @@ def main(argv=None) -> int:
     for column in ("benchmark", "measured", "goal", "met", "detail"):
         table.add_column(column)
     missed = 0
-    for name in args.which or [b for b in BENCHES if b not in NEEDS_CLUSTER]:
+    for name in args.which or [b for b in BENCHES if b not in ONLY_WHEN_NAMED]:
         for row in BENCHES[name](args):
             missed += not row.met
             goal = "–" if row.goal == float("inf") else f"{row.op} {row.goal}{row.unit}"
