@@ -1,20 +1,23 @@
 """`python -m harness.report results/<grid>`: the grid's results with honest statistics over seeds.
 
-Terminal: one table per stage, a row per arch × method × teacher set: seeds completed, test top-1
-mean ± sample std, its 95 % Student-t interval, the best-val-selected test top-1, CIFAR-10-C mean
-top-1 (where evaluated), ECE, and for students the paired difference to `ce` and to `kd` over the
-seeds both have (mean, 95 % bootstrap interval, paired t-test p-value). Jobs not completed are
-listed, never silently averaged over.
+Terminal: one table for the teachers (named as in the grid), and for the students one table per
+teacher set, each with `ce` (the teacher-free baseline) as its first row; a row per arch × method:
+seeds completed, test top-1 mean ± sample std, its 95 % Student-t interval, the best-val-selected
+test top-1, CIFAR-10-C mean top-1 and the clean top-1 on the same images (where evaluated), ECE,
+and the paired difference to `ce` and to the teacher set's `kd` (see --baseline) over the seeds
+both have: mean, 95 % bootstrap interval, paired t-test p-value Holm-adjusted over the table's
+comparisons. Jobs not completed are listed, never silently averaged over.
 
 Also writes `results/<grid>/report/`: `report.md` (the tables, environment, cost, the grid file)
 and PNG figures (harness.figures). `--format csv|md|latex` prints the tables in that format instead of rich;
-`--compare OTHER` sets two grids side by side (Welch t-test of the difference of means).
+`--compare OTHER` sets two grids side by side (Welch t-test of the difference of means, Holm-adjusted).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import io
+import json
 import math
 import sys
 from collections import defaultdict
@@ -25,13 +28,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness import stats
+from harness.data.corruptions import STANDARD
 from harness.display import make_console
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-BASELINES = ("ce", "kd")
+CE = "ce"  # the teacher-free baseline every student table compares with
+NO_TEACHERS = "none"  # teacher_set of a job without teachers
+DEFAULT_BASELINES = ("kd",)
+REFS = ("ce", "base")  # the two comparisons of a student row: with ce, with the teacher set's baseline
 
 
 # ---------------------------------------------------------------- loading
@@ -45,35 +53,80 @@ class Results:
     robustness: pa.Table | None
     grid_text: str = ""
     c10c_source: str = ""  # "", "official", "generated", "official+generated"
-    groups: dict = field(default_factory=dict)  # (stage, arch, method, teacher_set) -> [run rows]
+    # (stage, arch, method, teacher_set) -> [run rows], in the runs' order (the grid's method order);
+    # a teacher's own group has its grid name (e.g. "resnet56") in the teacher_set place
+    groups: dict = field(default_factory=dict)
+    teacher_names: dict = field(default_factory=dict)  # a teacher job's key -> its grid name
+    baselines: tuple = DEFAULT_BASELINES  # --baseline: each teacher set's baseline, the first it has
 
 
 def _read(path: Path) -> pa.Table | None:
     return pq.read_table(path) if path.is_file() else None
 
 
-def load(root: Path) -> Results:
-    runs_table = pq.read_table(root / "runs.parquet")
-    runs = runs_table.to_pylist()
+def teacher_names(runs: list[dict]) -> dict[str, str]:
+    """A teacher job's key -> its grid name ([teachers.<name>]). Teacher jobs carry no name of their
+    own; a student's teacher_set lists the names in the order of its config's teacher keys."""
+    names, seen = {}, set()
+    for r in runs:
+        tset = r.get("teacher_set")
+        if r["stage"] != "student" or tset in (None, NO_TEACHERS) or tset in seen or not r.get("config_json"):
+            continue
+        seen.add(tset)
+        names.update(zip(json.loads(r["config_json"]).get("teachers") or [], tset.split("+")))
+    return names
+
+
+def group_key(r: dict, names: dict) -> tuple:
+    if r["stage"] == "teacher":  # a teacher by its grid name (by arch only where no student names it)
+        return r["stage"], r["arch"], r["method"], names.get(r["job_key"], r["arch"])
+    return r["stage"], r["arch"], r["method"], r["teacher_set"]
+
+
+def group(res: Results) -> Results:
+    res.teacher_names = teacher_names(res.runs)
+    res.groups = {}
+    for r in res.runs:
+        res.groups.setdefault(group_key(r, res.teacher_names), []).append(r)
+    return res
+
+
+def _c10c_by_job(rob: pa.Table) -> tuple[dict, dict]:
+    """Per job: the mean top-1 over the standard corruptions (the headline's definition, for
+    results that predate the runs' own column) and the images per corruption × severity."""
+    keys = rob.column("job_key").to_numpy(zero_copy_only=False)
+    top1 = rob.column("top1").to_numpy(zero_copy_only=False).astype(float)
+    n = rob.column("n").to_numpy(zero_copy_only=False).astype(float)
+    standard = np.isin(rob.column("corruption").to_numpy(zero_copy_only=False), STANDARD)
+    uniq, inv = np.unique(keys, return_inverse=True)
+    count = np.bincount(inv, weights=standard)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.bincount(inv, weights=top1 * standard) / count
+    images = np.zeros(len(uniq))
+    np.maximum.at(images, inv, n)
+    return ({k: m for k, m, c in zip(uniq.tolist(), means.tolist(), count) if c},
+            dict(zip(uniq.tolist(), images.astype(int).tolist())))
+
+
+def load(root: Path, baselines: tuple = DEFAULT_BASELINES) -> Results:
+    runs = pq.read_table(root / "runs.parquet").to_pylist()
     robustness = _read(root / "robustness.parquet")
     res = Results(root, runs, _read(root / "epochs.parquet"), _read(root / "confusion.parquet"),
-                  robustness if robustness is not None and robustness.num_rows else None)
+                  robustness if robustness is not None and robustness.num_rows else None,
+                  baselines=tuple(baselines))
     if (root / "grid.toml").is_file():
         res.grid_text = (root / "grid.toml").read_text()
-    c10c = {}
-    if res.robustness is not None and res.robustness.num_rows:
-        rob = res.robustness
-        keys = rob.column("job_key").to_numpy(zero_copy_only=False)
-        top1 = rob.column("top1").to_numpy(zero_copy_only=False).astype(float)
-        uniq, inv = np.unique(keys, return_inverse=True)
-        means = np.bincount(inv, weights=top1) / np.bincount(inv)
-        c10c = dict(zip(uniq.tolist(), means.tolist()))
-        res.c10c_source = "+".join(sorted(set(rob.column("corruption_source").to_pylist())))
-    for r in runs:
+    means, images = {}, {}
+    if res.robustness is not None:
+        means, images = _c10c_by_job(res.robustness)
+        res.c10c_source = "+".join(sorted(set(res.robustness.column("corruption_source").to_pylist())))
+    for r in runs:  # older results folders lack these columns, or have them null
         if r.get("cifar10c_mean_top1") is None:
-            r["cifar10c_mean_top1"] = c10c.get(r["job_key"])
-        res.groups.setdefault((r["stage"], r["arch"], r["method"], r["teacher_set"]), []).append(r)
-    return res
+            r["cifar10c_mean_top1"] = means.get(r["job_key"])
+        if r.get("cifar10c_images") is None:
+            r["cifar10c_images"] = images.get(r["job_key"])
+        r.setdefault("cifar10c_clean_top1", None)
+    return group(res)
 
 
 def completed(rows: list[dict]) -> list[dict]:
@@ -84,44 +137,143 @@ def by_seed(rows: list[dict], column: str = "test_top1") -> dict[int, float]:
     return {r["seed"]: r[column] for r in completed(rows) if r.get(column) is not None}
 
 
-# ---------------------------------------------------------------- tables
+# ---------------------------------------------------------------- tables: which rows, compared with what
 
-def baseline_rows(res: Results, key: tuple, base: str) -> list[dict] | None:
-    """The `base` method's runs to pair `key`'s with: same stage and arch, same teacher set where
-    the grid has it, else the teacher-less one."""
-    stage, arch, method, teachers = key
-    if method == base:
-        return None
-    for t in (teachers, "none"):
-        if (stage, arch, base, t) in res.groups:
-            return res.groups[(stage, arch, base, t)]
+@dataclass(frozen=True)
+class Section:
+    """One table (and one figure panel): a stage's groups; for students those of one teacher set,
+    the ce they are compared with first."""
+    stage: str
+    teachers: str | None  # the students' teacher set; None for another stage (all its groups)
+    keys: tuple
+
+
+def ce_key(res: Results, stage: str, arch: str, teachers: str) -> tuple | None:
+    """The ce runs that `teachers`' methods are compared with: a ce of that teacher set where the
+    grid has one, else the teacher-free ce."""
+    for t in (teachers, NO_TEACHERS):
+        if (stage, arch, CE, t) in res.groups:
+            return stage, arch, CE, t
     return None
 
 
-def summary_rows(res: Results, stage: str) -> list[dict]:
-    """Raw numbers of the stage's table, one dict per arch × method × teacher set."""
-    out = []
-    for key in sorted(k for k in res.groups if k[0] == stage):
-        rows = res.groups[key]
-        done = completed(rows)
-        s = stats.describe([r["test_top1"] for r in done])
-        sel = stats.describe([r["test_top1_at_best_val"] for r in done])
-        c10c = stats.describe([r.get("cifar10c_mean_top1") for r in done])
-        ece = stats.describe([r.get("test_ece") for r in done])
-        row = {"stage": stage, "arch": key[1], "method": key[2], "teachers": key[3], "done": len(done),
-               "planned": len(rows), "top1_mean": s.mean, "top1_std": s.std, "top1_ci_low": s.ci_low,
-               "top1_ci_high": s.ci_high, "best_val_sel_mean": sel.mean, "best_val_sel_std": sel.std,
-               "c10c_mean": c10c.mean, "ece_mean": ece.mean}
-        if stage == "student":
-            for base in BASELINES:
-                other = baseline_rows(res, key, base)
-                p = stats.paired(by_seed(rows), by_seed(other)) if other else None
-                row.update({f"d_{base}_n": p.n if p else 0, f"d_{base}_mean": p.mean_diff if p else math.nan,
-                            f"d_{base}_boot_low": p.boot_low if p else math.nan,
-                            f"d_{base}_boot_high": p.boot_high if p else math.nan,
-                            f"d_{base}_p": p.p_value if p else math.nan})
-        out.append(row)
+def teacher_baseline(res: Results, stage: str, arch: str, teachers: str) -> str | None:
+    """The method the teacher set's methods are compared with besides ce: the first of
+    `res.baselines` (--baseline, default kd) trained with this teacher set."""
+    return next((m for m in res.baselines if (stage, arch, m, teachers) in res.groups), None)
+
+
+def sections(res: Results, stage: str) -> list[Section]:
+    keys = [k for k in res.groups if k[0] == stage]
+    if stage != "student":
+        return [Section(stage, None, tuple(keys))] if keys else []
+    sets = list(dict.fromkeys(k[3] for k in keys if k[3] != NO_TEACHERS))
+    out = [Section(stage, t, tuple(_with_references(res, [k for k in keys if k[3] == t]))) for t in sets]
+    free = [k for k in keys if k[3] == NO_TEACHERS]
+    if free and (not sets or any(k[2] != CE for k in free)):  # teacher-free methods other than ce
+        out.append(Section(stage, NO_TEACHERS, tuple(_with_references(res, free))))
     return out
+
+
+def _with_references(res: Results, own: list[tuple]) -> list[tuple]:
+    """A teacher set's groups led by the ce each is compared with, then its teacher baseline."""
+    refs = [ce_key(res, *k[:2], k[3]) for k in own]
+    bases = [(k[0], k[1], teacher_baseline(res, *k[:2], k[3]), k[3]) for k in own]
+    first = list(dict.fromkeys(r for r in refs + bases if r is not None and r in res.groups))
+    return first + [k for k in own if k not in first]
+
+
+def comparison_keys(res: Results, key: tuple) -> dict[str, tuple | None]:
+    """The groups `key` is compared with: "ce" and "base" (its teacher set's baseline); None where
+    there is none, or where it is the baseline itself (a comparison is made once, not twice)."""
+    stage, arch, method, teachers = key
+    base = teacher_baseline(res, stage, arch, teachers)
+    return {"ce": ce_key(res, stage, arch, teachers) if method != CE else None,
+            "base": (stage, arch, base, teachers) if base and method not in (CE, base) else None}
+
+
+# ---------------------------------------------------------------- tables: numbers
+
+def summary_rows(res: Results, keys, compare: bool = True) -> list[dict]:
+    """Raw numbers of one table, a dict per group; with `compare`, each student group's paired
+    differences to its references, p-values Holm-adjusted over the table."""
+    out = [group_numbers(res, key) for key in keys]
+    if compare:
+        for row, key in zip(out, keys):
+            if key[0] == "student":
+                row.update(comparisons(res, key))
+        adjust(out, [f"d_{ref}_p" for ref in REFS])
+    return out
+
+
+def group_numbers(res: Results, key: tuple) -> dict:
+    done = completed(res.groups[key])
+    s = stats.describe([r["test_top1"] for r in done])
+    sel = stats.describe([r["test_top1_at_best_val"] for r in done])
+    mean = lambda col: stats.describe([r.get(col) for r in done]).mean
+    images = sorted({r["cifar10c_images"] for r in done if r.get("cifar10c_images")})
+    return {"stage": key[0], "arch": key[1], "method": key[2], "teachers": key[3], "done": len(done),
+            "planned": len(res.groups[key]), "top1_mean": s.mean, "top1_std": s.std, "top1_ci_low": s.ci_low,
+            "top1_ci_high": s.ci_high, "best_val_sel_mean": sel.mean, "best_val_sel_std": sel.std,
+            "c10c_mean": mean("cifar10c_mean_top1"), "c10c_clean_mean": mean("cifar10c_clean_top1"),
+            "c10c_images": "/".join(map(str, images)), "ece_mean": mean_ece(done)}
+
+
+def run_ece(r: dict) -> float | None:
+    """A run's ECE (%): its recorded test_ece, else from its own reliability bins (older results)."""
+    if r.get("test_ece") is not None:
+        return r["test_ece"]
+    if not r.get("test_reliability"):
+        return None
+    bins = json.loads(r["test_reliability"])
+    n = sum(b["count"] for b in bins)
+    return 100 * sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins) / n if n else None
+
+
+def mean_ece(runs: list[dict]) -> float:
+    """The one ECE of a group, in the tables and the reliability figure: mean of its runs' ECEs."""
+    return stats.describe([run_ece(r) for r in runs]).mean
+
+
+def comparisons(res: Results, key: tuple) -> dict:
+    row = {}
+    for ref, other in comparison_keys(res, key).items():
+        p = stats.paired(by_seed(res.groups[key]), by_seed(res.groups[other])) if other else None
+        row.update({f"d_{ref}_vs": other[2] if other else "", f"d_{ref}_n": p.n if p else 0,
+                    f"d_{ref}_mean": p.mean_diff if p else math.nan,
+                    f"d_{ref}_boot_low": p.boot_low if p else math.nan,
+                    f"d_{ref}_boot_high": p.boot_high if p else math.nan,
+                    f"d_{ref}_p": p.p_value if p else math.nan})
+    return row
+
+
+def adjust(rows: list[dict], columns: list[str]) -> None:
+    """Holm-adjust every p-value of a table together (one family: the table's comparisons, so that
+    a table of many methods does not find differences by chance); adds `<column>_holm`."""
+    cells = [(r, c) for r in rows for c in columns if c in r]
+    for (r, c), p in zip(cells, stats.holm([r[c] for r, c in cells])):
+        r[f"{c}_holm"] = p
+
+
+def _comparisons(n: int) -> str:
+    return f"{n} comparison" + ("" if n == 1 else "s")
+
+
+def tests_in(rows: list[dict], columns: list[str]) -> int:
+    """How many p-values a table has: the m of its Holm adjustment."""
+    return sum(not math.isnan(r.get(c, math.nan)) for r in rows for c in columns)
+
+
+# ---------------------------------------------------------------- tables: text
+
+@dataclass
+class TableText:
+    """A table as printed: title, header, formatted cells, and the legend under it."""
+    title: str
+    header: list[str]
+    body: list[list[str]]
+    legend: str = ""
+    rows: list[dict] = field(default_factory=list)  # the raw numbers (--format csv)
 
 
 def _f(x, fmt="{:.2f}", signed=False) -> str:
@@ -136,30 +288,47 @@ def _p(x) -> str:
     return "<0.001" if x < 0.001 else f"{x:.3f}"
 
 
-def display_rows(rows: list[dict], stage: str) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted cells of a stage's table (shared by rich, Markdown and LaTeX)."""
-    header = ["arch", "method", "teachers", "seeds", "test top-1 (%)", "95% CI (t)", "best-val sel. (%)",
-              "C10-C (%)", "ECE (%)"]
-    if stage == "student":
-        header += ["Δ vs ce [95% boot.]", "p vs ce", "Δ vs kd [95% boot.]", "p vs kd"]
-    body = []
-    for r in rows:
-        top1 = _f(r["top1_mean"]) + ("" if math.isnan(r["top1_std"]) else f" ± {r['top1_std']:.2f}")
-        ci = "–" if math.isnan(r["top1_ci_low"]) else f"[{r['top1_ci_low']:.2f}, {r['top1_ci_high']:.2f}]"
-        sel = _f(r["best_val_sel_mean"]) + ("" if math.isnan(r["best_val_sel_std"]) else f" ± {r['best_val_sel_std']:.2f}")
-        n = f"{r['done']}" if r["done"] == r["planned"] else f"{r['done']}/{r['planned']}"
-        cells = [r["arch"], r["method"], r["teachers"], n, top1, ci, sel, _f(r["c10c_mean"]), _f(r["ece_mean"])]
-        if stage == "student":
-            for base in BASELINES:
-                if r[f"d_{base}_n"] == 0:
-                    cells += ["–", "–"]
-                    continue
-                d = _f(r[f"d_{base}_mean"], signed=True)
-                if not math.isnan(r[f"d_{base}_boot_low"]):
-                    d += f" [{r[f'd_{base}_boot_low']:+.2f}, {r[f'd_{base}_boot_high']:+.2f}]"
-                cells += [d, f"{_p(r[f'd_{base}_p'])} (n={r[f'd_{base}_n']})"]
-        body.append(cells)
-    return header, body
+def _pm(mean: float, std: float) -> str:
+    return _f(mean) + ("" if math.isnan(std) else f" ± {std:.2f}")
+
+
+def has_c10c(res: Results) -> bool:
+    return res.robustness is not None or any(r.get("cifar10c_mean_top1") is not None for r in res.runs)
+
+
+def display_rows(rows: list[dict], stage: str, c10c: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted cells of a table (shared by rich, Markdown and LaTeX); `c10c` adds the
+    clean top-1 on the CIFAR-10-C images."""
+    header = ["arch", "method", "teacher" if stage == "teacher" else "teachers", "seeds", "test top-1 (%)",
+              "95% CI (t)", "best-val sel. (%)", "C10-C (%)"] + (["C10-C clean, same imgs (%)"] if c10c else [])
+    header += ["ECE (%)"]
+    refs = [ref for ref in REFS if any(r.get(f"d_{ref}_vs") for r in rows)]  # no column of dashes only
+    for ref in refs:
+        name = " / ".join(dict.fromkeys(r[f"d_{ref}_vs"] for r in rows if r.get(f"d_{ref}_vs")))
+        header += [f"Δ vs {name} [95% boot.]", f"p vs {name} (Holm)"]
+    return header, [_cells(r, refs, c10c) for r in rows]
+
+
+def _cells(r: dict, refs: list[str], c10c: bool) -> list[str]:
+    ci = "–" if math.isnan(r["top1_ci_low"]) else f"[{r['top1_ci_low']:.2f}, {r['top1_ci_high']:.2f}]"
+    n = f"{r['done']}" if r["done"] == r["planned"] else f"{r['done']}/{r['planned']}"
+    cells = [r["arch"], r["method"], r["teachers"], n, _pm(r["top1_mean"], r["top1_std"]), ci,
+             _pm(r["best_val_sel_mean"], r["best_val_sel_std"]), _f(r["c10c_mean"])]
+    if c10c:  # results collected before the clean top-1 was recorded: say so, not "–"
+        cells.append("–" if math.isnan(r["c10c_mean"]) else _f(r["c10c_clean_mean"]).replace("–", "n/a"))
+    cells.append(_f(r["ece_mean"]))
+    for ref in refs:
+        cells += _difference_cells(r, ref)
+    return cells
+
+
+def _difference_cells(r: dict, ref: str) -> list[str]:
+    if not r.get(f"d_{ref}_n"):
+        return ["–", "–"]
+    d = _f(r[f"d_{ref}_mean"], signed=True)
+    if not math.isnan(r[f"d_{ref}_boot_low"]):
+        d += f" [{r[f'd_{ref}_boot_low']:+.2f}, {r[f'd_{ref}_boot_high']:+.2f}]"
+    return [d, f"{_p(r[f'd_{ref}_p_holm'])} (n={r[f'd_{ref}_n']})"]
 
 
 def stages(res: Results) -> list[str]:
@@ -167,13 +336,49 @@ def stages(res: Results) -> list[str]:
     return [s for s in ("teacher", "student") if s in present] + sorted(present - {"teacher", "student"})
 
 
-def rich_table(title: str, header: list[str], body: list[list[str]]) -> Table:
-    table = Table(title=title)
-    for i, column in enumerate(header):
-        table.add_column(column, justify="left" if i < 3 else "right")
-    for cells in body:
-        table.add_row(*cells)
-    return table
+def section_title(name: str, section: Section) -> str:
+    if section.teachers is None:
+        return f"{name}: {section.stage}s, test top-1 (%)"
+    return f"{name}: {section.stage}s, teachers {section.teachers}, test top-1 (%)"
+
+
+def section_table(res: Results, name: str, section: Section) -> TableText:
+    rows = summary_rows(res, section.keys)
+    header, body = display_rows(rows, section.stage, has_c10c(res))
+    return TableText(section_title(name, section), header, body, section_legend(res, section, rows), rows)
+
+
+def section_legend(res: Results, section: Section, rows: list[dict]) -> str:
+    parts = []
+    if section.stage == "teacher":
+        parts.append("Teachers by their grid names ([teachers.<name>]).")
+    if section.stage == "student":
+        tests = tests_in(rows, [f"d_{ref}_p" for ref in REFS])
+        if tests:
+            parts.append(f"p: two-sided paired t-test, Holm-adjusted over the {_comparisons(tests)} of this "
+                         "table (unadjusted in --format csv).")
+        elif any(r.get(f"d_{ref}_vs") for r in rows for ref in REFS):
+            parts.append("No comparison has 2 shared seeds: no p-value.")
+        if section.teachers not in (None, NO_TEACHERS) and not any(
+                teacher_baseline(res, k[0], k[1], section.teachers) for k in section.keys):
+            parts.append(f"No {' / '.join(res.baselines)} with teachers {section.teachers}: compared with ce only "
+                         "(--baseline NAME names the method to compare with).")
+    if has_c10c(res):
+        parts.append(f"C10-C: {c10c_images_text([r for k in section.keys for r in res.groups[k]])}; clean, "
+                     "same imgs: top-1 of the same weights on those clean images (n/a: not recorded).")
+    return " ".join(parts)
+
+
+TEXT_COLUMNS = ("stage", "arch", "method", "teacher", "teachers")
+
+
+def rich_table(table: TableText) -> Table:
+    out = Table(title=escape(table.title), caption=escape(table.legend) or None)
+    for column in table.header:
+        out.add_column(escape(column), justify="left" if column in TEXT_COLUMNS else "right")
+    for cells in table.body:  # "[teachers.<name>]", "[+0.5, +1.0]": text, not rich markup
+        out.add_row(*map(escape, cells))
+    return out
 
 
 def markdown(header: list[str], body: list[list[str]]) -> str:
@@ -183,12 +388,18 @@ def markdown(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_table(table: TableText, level: str = "##") -> list[str]:
+    return [f"{level} {table.title}", "", markdown(table.header, table.body)] + (
+        [table.legend, ""] if table.legend else [])
+
+
 def latex(header: list[str], body: list[list[str]], caption: str) -> str:
     def tex(s: str) -> str:
         s = str(s)
         for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
             s = s.replace(a, b)
-        return s.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--").replace("<", r"$<$")
+        return s.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--").replace("<", r"$<$") \
+            .replace("×", r"$\times$")
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\caption{" + tex(caption) + "}",
              r"\begin{tabular}{" + "lll" + "r" * (len(header) - 3) + "}", r"\toprule",
              " & ".join(map(tex, header)) + r" \\", r"\midrule"]
@@ -200,8 +411,9 @@ def latex(header: list[str], body: list[list[str]], caption: str) -> str:
 def csv_text(rows: list[dict]) -> str:
     if not rows:
         return ""
+    columns = list(dict.fromkeys(c for r in rows for c in r))  # the ce row has no comparison columns
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", restval="")
     writer.writeheader()
     for r in rows:
         writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
@@ -210,14 +422,17 @@ def csv_text(rows: list[dict]) -> str:
 
 def missing(res: Results) -> list[str]:
     """One line per job not completed (what a partial grid still lacks)."""
-    return [f"{r['stage']} {r['arch']} {r['method']} seed {r['seed']} teachers {r['teacher_set']} "
-            f"[{r['job_key']}]: {r['status']}" for r in res.runs if r["status"] != "completed"]
+    def who(r):
+        if r["stage"] == "teacher":
+            return f"teacher {res.teacher_names.get(r['job_key'], r['arch'])}"
+        return f"teachers {r['teacher_set']}"
+    return [f"{r['stage']} {r['arch']} {r['method']} seed {r['seed']} {who(r)} [{r['job_key']}]: {r['status']}"
+            for r in res.runs if r["status"] != "completed"]
 
 
 def compare_rows(a: Results, b: Results) -> list[dict]:
-    keys = sorted(set(a.groups) | set(b.groups))
     out = []
-    for key in keys:
+    for key in list(dict.fromkeys([*a.groups, *b.groups])):
         xa = [r["test_top1"] for r in completed(a.groups.get(key, []))]
         xb = [r["test_top1"] for r in completed(b.groups.get(key, []))]
         sa, sb = stats.describe(xa), stats.describe(xb)
@@ -226,21 +441,30 @@ def compare_rows(a: Results, b: Results) -> list[dict]:
                     "n_a": sa.n, "mean_a": sa.mean, "std_a": sa.std, "n_b": sb.n, "mean_b": sb.mean,
                     "std_b": sb.std, "diff": sa.mean - sb.mean, "diff_ci_low": w.ci_low, "diff_ci_high": w.ci_high,
                     "p_welch": w.p_value})
+    adjust(out, ["p_welch"])
     return out
 
 
 def compare_display(rows: list[dict], a: str, b: str) -> tuple[list[str], list[list[str]]]:
     header = ["arch", "method", "teachers", f"n {a}", f"{a} top-1 (%)", f"n {b}", f"{b} top-1 (%)",
-              f"Δ {a} − {b} [95% CI]", "p (Welch)"]
+              f"Δ {a} − {b} [95% CI]", "p (Welch, Holm)"]
     body = []
     for r in rows:
-        ma = _f(r["mean_a"]) + ("" if math.isnan(r["std_a"]) else f" ± {r['std_a']:.2f}")
-        mb = _f(r["mean_b"]) + ("" if math.isnan(r["std_b"]) else f" ± {r['std_b']:.2f}")
         d = _f(r["diff"], signed=True)
         if not math.isnan(r["diff_ci_low"]):
             d += f" [{r['diff_ci_low']:+.2f}, {r['diff_ci_high']:+.2f}]"
-        body.append([r["arch"], r["method"], r["teachers"], str(r["n_a"]), ma, str(r["n_b"]), mb, d, _p(r["p_welch"])])
+        body.append([r["arch"], r["method"], r["teachers"], str(r["n_a"]), _pm(r["mean_a"], r["std_a"]),
+                     str(r["n_b"]), _pm(r["mean_b"], r["std_b"]), d, _p(r["p_welch_holm"])])
     return header, body
+
+
+def compare_table(a: Results, b: Results, name_a: str, name_b: str) -> TableText:
+    rows = compare_rows(a, b)
+    header, body = compare_display(rows, name_a, name_b)
+    tests = tests_in(rows, ["p_welch"])
+    legend = (f"Δ: difference of the means with its Welch–Satterthwaite 95 % t-interval; p: Welch's t-test, "
+              f"Holm-adjusted over the {_comparisons(tests)} of this table.")
+    return TableText(f"{name_a} vs {name_b}: test top-1 (%)", header, body, legend, rows)
 
 
 # ---------------------------------------------------------------- report.md
@@ -273,14 +497,14 @@ def cost(res: Results) -> list[str]:
     return lines
 
 
-def write_markdown(res: Results, tables: list[tuple[str, list[str], list[list[str]]]], figures: list[str]) -> Path:
+def write_markdown(res: Results, tables: list[TableText], figures: list[str]) -> Path:
     out = res.root / "report"
     name = res.runs[0]["grid"] if res.runs else res.root.name
     lines = [f"# Report: {name}", "", f"Results folder: `{res.root}`.", ""]
     lines += [STATS_NOTE, ""]
     lines += [c10c_note(res), ""]
-    for title, header, body in tables:
-        lines += [f"## {title}", "", markdown(header, body)]
+    for table in tables:
+        lines += markdown_table(table)
     miss = missing(res)
     lines += ["## Jobs not completed", ""]
     lines += [f"- {m}" for m in miss] if miss else ["All planned jobs completed."]
@@ -295,72 +519,94 @@ def write_markdown(res: Results, tables: list[tuple[str, list[str], list[list[st
 
 STATS_NOTE = ("Statistics over seeds (completed jobs only): mean ± sample standard deviation; 95 % CI: "
               "Student-t interval of the mean; best-val sel.: test top-1 of each run's best-validation epoch; "
-              "C10-C: CIFAR-10-C mean top-1; ECE: expected calibration error (15 bins). "
+              "C10-C: CIFAR-10-C mean top-1 over the standard 15 corruptions evaluated; clean, same imgs: "
+              "top-1 of the same weights on the clean test images the corruptions were made from; "
+              "ECE: expected calibration error (15 bins), mean of the seeds' ECEs (as in reliability.png). "
+              "Students: one table per teacher set, led by the teacher-free `ce` they are compared with. "
               "Δ: mean paired difference (this method − baseline) over the seeds both completed, with a 95 % "
-              "percentile bootstrap interval (10,000 resamples, seeded) and the two-sided paired t-test p-value; "
-              "n = shared seeds. With fewer than 2 seeds no interval or p-value is given, with fewer than 3 no bootstrap.")
+              "percentile bootstrap interval (scipy.stats.bootstrap, 10,000 resamples, seeded) and the two-sided "
+              "paired t-test p-value (scipy.stats.ttest_rel), Holm-adjusted over all the comparisons of its "
+              "table (with `ce` and with the teacher set's `kd` or --baseline); n = shared seeds. With fewer "
+              "than 2 seeds no interval or p-value is given, with fewer than 3 no bootstrap.")
+
+
+def c10c_images_text(runs: list[dict]) -> str:
+    images = sorted({r["cifar10c_images"] for r in completed(runs) if r.get("cifar10c_images")})
+    if not images:
+        return "images per corruption × severity: not recorded"
+    return f"{' / '.join(f'{i:,}' for i in images)} test images per corruption × severity"
+
+
+def c10c_clean_text(runs: list[dict]) -> str:
+    clean = stats.describe([r.get("cifar10c_clean_top1") for r in completed(runs)])
+    return "clean on same images: n/a" if clean.n == 0 else f"clean on same images: {clean.mean:.2f} %"
 
 
 def c10c_note(res: Results) -> str:
-    if res.robustness is None and not any(r.get("cifar10c_mean_top1") is not None for r in res.runs):
+    if not has_c10c(res):
         return "CIFAR-10-C: no CIFAR-10-C evaluation in this grid."
     src = res.c10c_source or "unknown source"
     extra = " — official and generated corruptions are mixed in this mean" if "+" in src else ""
     over = sorted({r["cifar10c_mean_over"] for r in res.runs if r.get("cifar10c_mean_over")})
-    what = ("; the mean covers: " + " | ".join(over)) if over else " (all evaluated corruptions and severities)"
-    return f"CIFAR-10-C: mean top-1 (corruption source: {src}{extra}){what}."
+    what = ("; the mean covers: " + " | ".join(over)) if over else " (the standard corruptions evaluated)"
+    outside = sorted(set(c10c_corruptions(res)) - set(STANDARD))
+    also = (f" Outside that mean, in the figures only: {', '.join(outside)}." if outside else "")
+    return (f"CIFAR-10-C: mean top-1 (corruption source: {src}{extra}){what}; {c10c_images_text(res.runs)}; "
+            f"the tables' clean column is the top-1 on those same clean images (n/a: not recorded).{also}")
 
 
-# ---------------------------------------------------------------- figures
+def c10c_corruptions(res: Results) -> list[str]:
+    if res.robustness is None:
+        return []
+    return sorted(set(res.robustness.column("corruption").to_pylist()))
+
 
 def summary_table(runs: pa.Table, title: str = "test top-1 (%)") -> Table:
     """One rich table of every stage (the launcher's closing summary)."""
-    res = Results(Path("."), runs.to_pylist(), None, None, None)
-    for r in res.runs:
-        res.groups.setdefault((r["stage"], r["arch"], r["method"], r["teacher_set"]), []).append(r)
+    res = group(Results(Path("."), runs.to_pylist(), None, None, None))
     body, header = [], None
     for stage in stages(res):
-        header, cells = display_rows(summary_rows(res, stage), "teacher")
+        header, cells = display_rows(summary_rows(res, [k for k in res.groups if k[0] == stage], compare=False),
+                                     stage)
         body += [[stage] + c for c in cells]
-    return rich_table(title, ["stage"] + (header or []), body)
+    return rich_table(TableText(title, ["stage"] + (header or []), body))
 
 
-def report(root: Path, fmt: str = "rich", compare: Path | None = None, write: bool = True, console=None) -> int:
+# ---------------------------------------------------------------- entry points
+
+def tables_of(res: Results, name: str) -> list[TableText]:
+    return [section_table(res, name, s) for stage in stages(res) for s in sections(res, stage)]
+
+
+def print_tables(tables: list[TableText], fmt: str, console: Console) -> None:
+    for table in tables:
+        if fmt == "rich":
+            console.print(rich_table(table))
+        elif fmt == "md":
+            print("\n".join(markdown_table(table, "###")))
+        elif fmt == "latex":
+            print(latex(table.header, table.body, f"{table.title}. {table.legend}".rstrip(". ")))
+        elif fmt == "csv":
+            print(f"# {table.title}")
+            print(csv_text(table.rows), end="")
+
+
+def report(root: Path, fmt: str = "rich", compare: Path | None = None, write: bool = True, console=None,
+           baselines: tuple = DEFAULT_BASELINES) -> int:
     console = console or make_console()
     if not console.is_terminal:  # a file or a pipe: wide enough that no cell wraps
-        console = Console(width=260)
-    res = load(root)
+        console = Console(width=300)
+    res = load(root, baselines)
     name = res.runs[0]["grid"] if res.runs else root.name
-    tables = []
-    raw = {}
-    for stage in stages(res):
-        rows = summary_rows(res, stage)
-        raw[stage] = rows
-        header, body = display_rows(rows, stage)
-        tables.append((f"{name}: {stage}s, test top-1 (%)", header, body))
+    tables = tables_of(res, name)
     if compare is not None:
-        other = load(compare)
-        other_name = other.runs[0]["grid"] if other.runs else compare.name
-        crow = compare_rows(res, other)
-        raw["compare"] = crow
-        header, body = compare_display(crow, name, other_name)
-        tables.append((f"{name} vs {other_name}: test top-1 (%)", header, body))
-    miss = missing(res)
+        other = load(compare, baselines)
+        tables.append(compare_table(res, other, name, other.runs[0]["grid"] if other.runs else compare.name))
+    print_tables(tables, fmt, console)
     if fmt == "rich":
-        for title, header, body in tables:
-            console.print(rich_table(title, header, body))
         console.print(STATS_NOTE, style="dim")
         console.print(c10c_note(res))
-    elif fmt == "md":
-        for title, header, body in tables:
-            print(f"### {title}\n\n{markdown(header, body)}")
-    elif fmt == "latex":
-        for title, header, body in tables:
-            print(latex(header, body, title))
-    elif fmt == "csv":
-        for key, rows in raw.items():
-            print(f"# {key}")
-            print(csv_text(rows), end="")
+    miss = missing(res)
     if miss:
         print(f"{len(miss)} of {len(res.runs)} jobs not completed (left out of the statistics):", file=sys.stderr)
         for line in miss[:20]:
@@ -372,7 +618,7 @@ def report(root: Path, fmt: str = "rich", compare: Path | None = None, write: bo
         from harness.figures import figures  # matplotlib only where figures are drawn
 
         made = figures(res)
-        path = write_markdown(res, [t for t in tables], made)
+        path = write_markdown(res, tables, made)
         print(f"wrote {path} and {len(made)} figures", file=sys.stderr)
     return 0
 
@@ -384,13 +630,19 @@ def main(argv=None) -> int:
     parser.add_argument("--format", choices=["rich", "csv", "md", "latex"], default="rich",
                         help="how the tables are printed (default: rich tables for the terminal)")
     parser.add_argument("--compare", type=Path, metavar="OTHER", help="another grid's results folder to set beside")
+    parser.add_argument("--baseline", action="append", metavar="NAME",
+                        help="the method each teacher set's methods are compared with besides ce: the first "
+                             "NAME trained with that teacher set (repeatable; default: kd), e.g. "
+                             "--baseline kd --baseline kd_avg3 for a grid whose multi-teacher set has an "
+                             "averaged-teacher kd of another name")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write report/")
     args = parser.parse_args(argv)
     for root in [args.root] + ([args.compare] if args.compare else []):
         if not (root / "runs.parquet").is_file():
             print(f"error: no {root / 'runs.parquet'}; run `python -m harness.collect {root}` first", file=sys.stderr)
             return 2
-    return report(args.root, args.format, args.compare, write=not args.no_write)
+    return report(args.root, args.format, args.compare, write=not args.no_write,
+                  baselines=tuple(args.baseline or DEFAULT_BASELINES))
 
 
 if __name__ == "__main__":
