@@ -364,8 +364,10 @@ def section_legend(res: Results, section: Section, rows: list[dict]) -> str:
             parts.append(f"No {' / '.join(res.baselines)} with teachers {section.teachers}: compared with ce only "
                          "(--baseline NAME names the method to compare with).")
     if has_c10c(res):
+        unrecorded = any(math.isnan(r["c10c_clean_mean"]) and not math.isnan(r["c10c_mean"]) for r in rows)
         parts.append(f"C10-C: {c10c_images_text([r for k in section.keys for r in res.groups[k]])}; clean, "
-                     "same imgs: top-1 of the same weights on those clean images (n/a: not recorded).")
+                     "same imgs: top-1 of the same weights on those clean images"
+                     + (" (n/a: not recorded in these results)." if unrecorded else "."))
     return " ".join(parts)
 
 
@@ -548,11 +550,11 @@ def c10c_note(res: Results) -> str:
     src = res.c10c_source or "unknown source"
     extra = " — official and generated corruptions are mixed in this mean" if "+" in src else ""
     over = sorted({r["cifar10c_mean_over"] for r in res.runs if r.get("cifar10c_mean_over")})
-    what = ("; the mean covers: " + " | ".join(over)) if over else " (the standard corruptions evaluated)"
+    what = ("; the mean covers: " + " | ".join(over)) if over else " over the standard corruptions evaluated"
     outside = sorted(set(c10c_corruptions(res)) - set(STANDARD))
     also = (f" Outside that mean, in the figures only: {', '.join(outside)}." if outside else "")
     return (f"CIFAR-10-C: mean top-1 (corruption source: {src}{extra}){what}; {c10c_images_text(res.runs)}; "
-            f"the tables' clean column is the top-1 on those same clean images (n/a: not recorded).{also}")
+            f"the tables' clean column is the top-1 on those same clean images.{also}")
 
 
 def c10c_corruptions(res: Results) -> list[str]:
