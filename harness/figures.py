@@ -285,14 +285,13 @@ def _c10c_arrays(res: Results):
     if rob is None or not rob.num_rows:
         return None
     stage = main_stage(res)
-    keys = [k for s in sections(res, stage) for k in s.keys]
-    keys = list(dict.fromkeys(keys))
+    keys = list(dict.fromkeys(k for s in sections(res, stage) for k in s.keys))  # ce once, not per teacher set
     index = {r["job_key"]: i for i, k in enumerate(keys) for r in completed(res.groups[k])}
     g = np.asarray([index.get(j, -1) for j in rob.column("job_key").to_numpy(zero_copy_only=False)])
     names = rob.column("corruption").to_numpy(zero_copy_only=False)
     corr_names = _c10c_order(set(names.tolist()))
-    c = np.asarray([corr_names.index(n) for n in names]) if len(names) < 5000 else \
-        np.searchsorted(np.asarray(corr_names), names, sorter=np.argsort(corr_names))
+    position = {name: i for i, name in enumerate(corr_names)}
+    c = np.fromiter((position[n] for n in names), dtype=np.int64, count=len(names))
     sev_values, s = np.unique(rob.column("severity").to_numpy(zero_copy_only=False), return_inverse=True)
     top1 = rob.column("top1").to_numpy(zero_copy_only=False).astype(float)
     ok = g >= 0
@@ -418,9 +417,8 @@ def fig_c10c_severity(res: Results, plt):
 
 def fig_reliability(res: Results, plt):
     stage = main_stage(res)
-    keys = [k for s in sections(res, stage) for k in s.keys
-            if any(r.get("test_reliability") for r in completed(res.groups[k]))]
-    keys = list(dict.fromkeys(keys))
+    keys = list(dict.fromkeys(k for s in sections(res, stage) for k in s.keys
+                              if any(r.get("test_reliability") for r in completed(res.groups[k]))))
     if not keys:
         return None
     fig, ax = plt.subplots(figsize=(FIG_WIDTH, 3.2), layout="constrained")
