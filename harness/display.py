@@ -73,4 +73,4 @@ class GridDisplay:
                                f"{result['wall_time_s']:.0f}s")
         else:
             why = note or (result or {}).get("error", "no result").strip().splitlines()[-1]
-            self.console.print(f"[red]✗[/] {describe(job)}: {why}")
+            self.console.print(f"[red]✗[/] {escape(describe(job))}: {escape(why)}")

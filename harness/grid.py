@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import json
 import sys
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ class GridError(Exception):
     def __init__(self, source: str, problems: list[tuple[str, str]]):
         self.problems = problems
         lines = [f"{source}: {len(problems)} problem(s)"] if len(problems) > 1 else []
-        lines += [f"{source}: {path}: {msg}" for path, msg in problems]
+        lines += [f"{source}: {path}: {msg}" if path else f"{source}: {msg}" for path, msg in problems]
         super().__init__("\n".join(lines))
 
 
@@ -75,6 +76,12 @@ def load(path: str | Path, overrides: list[str] = (), cuda_available: bool = Fal
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise GridError(str(path), [("", "no such file")]) from None
+    except IsADirectoryError:
+        raise GridError(str(path), [("", "is a folder; expected a grid file (TOML)")]) from None
+    except UnicodeDecodeError:
+        raise GridError(str(path), [("", "not a text file; expected a grid file (TOML, UTF-8)")]) from None
+    except OSError as e:
+        raise GridError(str(path), [("", f"cannot be read: {e.strerror}")]) from None
     except tomllib.TOMLDecodeError as e:
         raise GridError(str(path), [("", f"not valid TOML: {e}")]) from None
     problems: list[tuple[str, str]] = []
@@ -97,6 +104,9 @@ def apply_override(raw: dict, item: str, problems: list) -> None:
     except tomllib.TOMLDecodeError:
         value = text
     *parents, leaf = dotted.strip().split(".")
+    if not parents and leaf in (*schema.SECTIONS, "teachers", "methods"):
+        problems.append((f"--set {item}", f"{leaf!r} is a table: set one of its keys, e.g. --set {leaf}.KEY=VALUE"))
+        return
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
@@ -124,6 +134,10 @@ def check_table(table: Any, keys: dict[str, Key], where: str, problems: list) ->
             problems.append((path, f"{value!r} is not allowed" + suggest(str(value), keys[name].choices)))
         elif keys[name].minimum is not None and _below(value, keys[name].minimum):
             problems.append((path, f"must be ≥ {keys[name].minimum}, got {value!r}"))
+        elif keys[name].above is not None and _below(value, keys[name].above, strict=False):
+            problems.append((path, f"must be > {keys[name].above}, got {value!r}"))
+        elif keys[name].maximum is not None and _below(keys[name].maximum, value):
+            problems.append((path, f"must be ≤ {keys[name].maximum}, got {value!r}"))
         else:
             out[name] = value
     for name, key in keys.items():
@@ -136,6 +150,17 @@ def check_table(table: Any, keys: dict[str, Key], where: str, problems: list) ->
     return out
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name: str | None, problems: list) -> None:
+    """The name is a folder under --out: one plain path component, so that nothing is written
+    outside the results folder."""
+    if isinstance(name, str) and not NAME.fullmatch(name):
+        problems.append(("name", f"{name!r}: expected a folder name of letters, digits, '.', '_' and '-', starting "
+                         "with a letter or digit, at most 100 characters (results go to <out>/<name>/)"))
+
+
 def _finite(value) -> bool:
     """NaN and ±inf (which TOML writes as nan, inf) are no valid setting anywhere."""
     if isinstance(value, list):
@@ -143,9 +168,15 @@ def _finite(value) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
 
 
-def _below(value, minimum) -> bool:
-    values = value if isinstance(value, list) else [value]
-    return any(v < minimum for v in values)
+def _below(value, minimum, strict: bool = True) -> bool:
+    """Whether a number (or any number of a list) is below `minimum` (or at it, with strict=False);
+    a list bound against a number compares each element the other way round."""
+    below = (lambda v, m: v < m) if strict else (lambda v, m: v <= m)
+    if isinstance(value, list):
+        return any(below(v, minimum) for v in value)
+    if isinstance(minimum, list):
+        return any(below(value, m) for m in minimum)
+    return below(value, minimum)
 
 
 def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
@@ -156,6 +187,7 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
         if name not in allowed or name in schema.TOP:
             problems.append((name, "unknown table" + suggest(name, allowed)))
     grid = check_table(top, schema.TOP, "", problems)
+    check_name(grid.get("name"), problems)
     for section, keys in schema.SECTIONS.items():
         grid[section] = check_table(tables.get(section, {}), keys, section, problems)
     grid["teachers"] = {
@@ -169,7 +201,8 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
     on_gpu = cluster.get("gpus_per_job", 0) > 0 if cluster.get("executor") == "slurm" else cuda_available
     resolve_precision(grid, on_gpu, problems)
     check_ranks(grid, problems)
-    if cluster.get("executor") == "slurm" and cluster["signal_delay_s"] + 60 >= cluster["timeout_min"] * 60:
+    timing = cluster.get("signal_delay_s"), cluster.get("timeout_min")  # absent where invalid (reported)
+    if cluster.get("executor") == "slurm" and None not in timing and timing[0] + 60 >= timing[1] * 60:
         problems.append(("cluster.signal_delay_s", f"{cluster['signal_delay_s']} s leaves no time to train before the "
                          f"USR2 warning: SLURM may send it up to 60 s early, so it must be below timeout_min·60 − 60 = "
                          f"{cluster['timeout_min'] * 60 - 60} s"))
@@ -284,6 +317,9 @@ def check_grid_axes(grid: dict, problems: list) -> None:
     for axis in ("method", "seed"):
         if axes.get(axis) == []:
             problems.append((f"grid.{axis}", "empty axis: give at least one value"))
+        repeated = sorted({v for v in axes.get(axis) or [] if (axes[axis]).count(v) > 1}, key=str)
+        if repeated:  # a repeat would silently collapse into one job
+            problems.append((f"grid.{axis}", f"{', '.join(map(repr, repeated))} given more than once"))
     resolved = {}
     for i, name in enumerate(axes.get("method") or []):
         resolved[name] = resolve_method(name, grid["methods"], f"grid.method[{i}]", problems)

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from harness import collect, grid as gridlib, job as job_runner, report
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     try:
         plan = load_plan(args)
     except GridError as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
+        console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         return EXIT_BAD_INPUT
     root = args.out / plan.grid["name"]
     if args.dry_run:
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
 
     problem = check_data(plan.grid["data"]) or robustness.check_cache(plan.grid["data"]["root"], plan.grid["eval"])
     if problem:
-        console.print(f"[red]error:[/] {problem}", highlight=False)
+        console.print(f"[red]error:[/] {escape(problem)}", highlight=False)
         return EXIT_BAD_INPUT
     executor = make_executor(root, plan.grid["cluster"])
     try:
@@ -76,10 +77,10 @@ def main(argv=None) -> int:
                 return run_here(plan, root, executor, console)
             queued = submit(plan, root, executor, console)
     except GridLocked as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
+        console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         return EXIT_BAD_INPUT
     except SlurmError as e:
-        console.print(f"[red]error:[/] grid file {args.grid}: {e}", highlight=False)
+        console.print(f"[red]error:[/] grid file {args.grid}: {escape(str(e))}", highlight=False)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: relaunch the same command to resume")

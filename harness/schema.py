@@ -9,13 +9,14 @@ from __future__ import annotations
 import difflib
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.models import ARCHS
 from harness.precision import CHOICES as PRECISIONS
 
 REQUIRED = object()
+SEED_MAX = 2**31 - 1  # seeds feed 64-bit generator arithmetic (seed · 100003 + epoch): keep it far from overflow
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Key:
     minimum: float | None = None
     optional: bool = False  # may be absent (None) with no default
     affects_result: bool = True
+    maximum: float | None = None
+    above: float | None = None  # a strict lower bound (e.g. a learning rate of 0 trains nothing)
 
 
 
@@ -39,7 +42,7 @@ DATA = {
     "dataset": Key("str", "cifar10", "the data set", choices=("cifar10",)),
     "root": Key("str", "~/data", "cache written by `python -m harness.data prepare --root`", affects_result=False),
     "val_size": Key("int", 5000, "validation images held out of the 50k training set, stratified", minimum=10),
-    "split_seed": Key("int", 0, "seed of the train/val split: fixed, never the run's seed", minimum=0),
+    "split_seed": Key("int", 0, "seed of the train/val split: fixed, never the run's seed", minimum=0, maximum=SEED_MAX),
     "limit_train": Key("int", doc="seeded stratified subset of the training split (quick runs)", optional=True, minimum=10),
     "limit_test": Key("int", doc="seeded stratified subset of the test set (quick runs)", optional=True, minimum=10),
 }
@@ -49,15 +52,15 @@ TRAIN = {
     "epochs": Key("int", 200, "training epochs", minimum=1),
     "batch_size": Key("int", 128, "global batch size (split across ranks)", minimum=1),
     "optimizer": Key("str", "sgd", "optimizer", choices=("sgd",)),
-    "lr": Key("float", 0.1, "peak learning rate", minimum=0),
-    "momentum": Key("float", 0.9, "SGD momentum", minimum=0),
+    "lr": Key("float", 0.1, "peak learning rate", above=0),
+    "momentum": Key("float", 0.9, "SGD momentum", minimum=0, maximum=1),
     "nesterov": Key("bool", True, "Nesterov momentum"),
     "weight_decay": Key("float", 5e-4, "L2 weight decay", minimum=0),
     "schedule": Key("str", "multistep", "learning-rate schedule", choices=("multistep", "cosine", "constant")),
     "milestones": Key("list[float]", [0.5, 0.75], "multistep: epochs where lr *= gamma; values < 1 are fractions of `epochs`"),
     "gamma": Key("float", 0.1, "multistep: lr factor at each milestone", minimum=0),
     "warmup_epochs": Key("float", 0.0, "linear warm-up from 0, in epochs", minimum=0),
-    "label_smoothing": Key("float", 0.0, "label smoothing of the cross-entropy", minimum=0),
+    "label_smoothing": Key("float", 0.0, "label smoothing of the cross-entropy", minimum=0, maximum=1),
     "mixed_precision": Key("str", "auto", "autocast precision; auto: bf16 where the hardware has it natively "
                            "(Ampere+ GPUs, CPUs with AVX-512 BF16/AMX), else float32; fp16 needs a GPU",
                            choices=PRECISIONS),
@@ -73,15 +76,15 @@ TRAIN = {
 # key but `arch` may be overridden), or a checkpoint trained elsewhere.
 TEACHER = {
     "arch": Key("str", doc="teacher architecture", choices=ARCHS),
-    "seed": Key("int", 0, "the teacher's training seed (fixed across student seeds)", minimum=0),
+    "seed": Key("int", 0, "the teacher's training seed (fixed across student seeds)", minimum=0, maximum=SEED_MAX),
     "checkpoint": Key("str", doc="weights trained elsewhere: no teacher job", optional=True),
-    **{name: Key(k.type, None, f"override of train.{name}", k.choices, k.minimum, True, k.affects_result)
+    **{name: replace(k, default=None, doc=f"override of train.{name}", optional=True)
        for name, k in TRAIN.items() if name != "arch"},
 }
 
 GRID = {
     "method": Key("list[str]", doc="methods: a term (`kd`), a composition (`kd+at`) or a [methods.<name>] variant"),
-    "seed": Key("list[int]", [0], "student seeds"),
+    "seed": Key("list[int]", [0], "student seeds (distinct)", minimum=0, maximum=SEED_MAX),
     "teacher_set": Key("list[list[str]]", [], "teacher sets, each a list of [teachers.<name>] names"),
 }
 
@@ -115,7 +118,7 @@ EVAL = {
     "corruptions": Key("str|list[str]", [], "CIFAR-10-C corruptions each job is evaluated on at the end: \"all\" "
                        "(every one the cache holds) or names; [] = none. Needs `python -m harness.data prepare "
                        "--cifar10-c ...`", **_eval),
-    "severities": Key("list[int]", [1, 2, 3, 4, 5], "CIFAR-10-C severities (1..5)", minimum=1, **_eval),
+    "severities": Key("list[int]", [1, 2, 3, 4, 5], "CIFAR-10-C severities (1..5)", minimum=1, maximum=5, **_eval),
     "limit": Key("int", doc="CIFAR-10-C: only the first N images of each corruption × severity (quick runs)",
                  optional=True, minimum=1, **_eval),
 }

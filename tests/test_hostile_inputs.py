@@ -1,0 +1,70 @@
+"""Bad input to the launcher, as a careless or a malicious user gives it: each case exits 2 with one
+clear message naming the key (or path) and what was expected, no traceback, and leaves --out as it
+was (nothing planned, written or started)."""
+from __future__ import annotations
+
+import pytest
+
+from harness.launch import main as launch
+
+SET = "--set"
+CASES = [  # (id, extra arguments or a grid-file edit, what the message must contain)
+    ("name-up", [SET, "name='../..'"], "name: '../..': expected a folder name"),
+    ("name-absolute", [SET, "name='/tmp/x'"], "name: '/tmp/x'"),
+    ("name-empty", [SET, "name=''"], "name: ''"),
+    ("name-dot", [SET, "name='.'"], "name: '.'"),
+    ("name-slash", [SET, "name='a/b'"], "name: 'a/b'"),
+    ("name-space", [SET, "name='   '"], "expected a folder name"),
+    ("name-control", [SET, 'name="a\\u0007b"'], "name: 'a\\x07b'"),
+    ("set-a-table", [SET, "train=3"], "'train' is a table: set one of its keys"),
+    ("set-no-equals", [SET, "train.epochs"], "expected KEY=VALUE"),
+    ("lr-nan", [SET, "train.lr=nan"], "train.lr: must be a finite number"),
+    ("lr-inf", [SET, "train.lr=inf"], "train.lr: must be a finite number"),
+    ("lr-zero", [SET, "train.lr=0"], "train.lr: must be > 0"),
+    ("momentum-inf", [SET, "train.momentum=inf"], "train.momentum: must be a finite number"),
+    ("momentum-above-one", [SET, "train.momentum=1.5"], "train.momentum: must be ≤ 1"),
+    ("warmup-nan", [SET, "train.warmup_epochs=nan"], "train.warmup_epochs: must be a finite number"),
+    ("smoothing-above-one", [SET, "train.label_smoothing=2.0"], "train.label_smoothing: must be ≤ 1"),
+    ("milestone-inf", [SET, "train.milestones=[0.5, inf]"], "train.milestones: must be a finite number"),
+    ("seed-huge", [SET, "grid.seed=[9223372036854775807]"], "grid.seed: must be ≤ 2147483647"),
+    ("seed-negative", [SET, "grid.seed=[-1]"], "grid.seed: must be ≥ 0"),
+    ("seed-twice", [SET, "grid.seed=[1, 1]"], "grid.seed: 1 given more than once"),
+    ("method-twice", [SET, "grid.method=['kd', 'kd']"], "grid.method: 'kd' given more than once"),
+    ("teacher-seed-huge", [SET, "teachers.small.seed=4294967296"], "teachers.small.seed: must be ≤ 2147483647"),
+    ("severity-six", [SET, "eval.severities=[6]"], "eval.severities: must be ≤ 5"),
+    ("epochs-zero", [SET, "train.epochs=0"], "train.epochs: must be ≥ 1"),
+    ("epochs-string", [SET, "train.epochs='ten'"], "train.epochs: expected int"),
+    ("unknown-section", [SET, "trian.epochs=3"], "trian: unknown table; did you mean 'train'"),
+    ("bracket-names-kept", [SET, "grid.teacher_set=[['nope']]"], "[teachers.nope] table"),
+    ("slurm-bad-timeout", [SET, "cluster.executor='slurm'", SET, "cluster.timeout_min='x'"], "cluster.timeout_min: expected int"),
+    ("tasks-not-gpus", [SET, "cluster.executor='slurm'", SET, "cluster.gpus_per_job=1", SET, "cluster.tasks_per_job=2"],
+     "cluster.tasks_per_job: 2 tasks on 1 GPUs"),
+    ("uneven-ranks", [SET, "cluster.executor='slurm'", SET, "cluster.tasks_per_job=3"], "train.batch_size: 32 does not split"),
+    ("fp16-on-cpu", [SET, "train.mixed_precision='fp16'"], "train.mixed_precision: 'fp16' needs a CUDA GPU"),
+]
+
+
+@pytest.mark.parametrize("args, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_argument_is_refused_cleanly(write_grid, tmp_path, capsys, args, fragment):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert launch([str(write_grid()), "--out", str(out), *args]) == 2
+    text = capsys.readouterr().out
+    assert fragment in " ".join(text.split()), text
+    assert "Traceback" not in text
+    assert sorted(p.name for p in out.rglob("*")) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.mkdir(), "is a folder; expected a grid file"),
+    (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe"), "not a text file"),
+    (lambda p: None, "no such file"),
+], ids=["folder", "binary", "missing"])
+def test_unreadable_grid_file_is_refused_cleanly(tmp_path, capsys, make, fragment):
+    path = tmp_path / "grid.toml"
+    make(path)
+    assert launch([str(path), "--out", str(tmp_path / "out")]) == 2
+    text = capsys.readouterr().out
+    assert fragment in text and "Traceback" not in text and ": : " not in text
+    assert not (tmp_path / "out").exists()
