@@ -40,7 +40,7 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def load_plan(args) -> Plan:
+def load_plan(args, say=lambda text: None) -> Plan:
     import torch
 
     grid = gridlib.load(args.grid, args.overrides, cuda_available=torch.cuda.is_available())
@@ -48,6 +48,7 @@ def load_plan(args) -> Plan:
         for limit in ("limit_train", "limit_test"):
             if grid["data"][limit] is None:
                 grid["data"][limit] = grid["cluster"][f"debug_{limit}"]
+                say(f"debug executor: data.{limit} = {grid['data'][limit]} (set data.{limit} to choose)")
     return gridlib.plan(grid)
 
 
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     console = make_console()
     try:
-        plan = load_plan(args)
+        plan = load_plan(args, console.print)
     except GridError as e:
         console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         return EXIT_BAD_INPUT

@@ -185,4 +185,8 @@ def method_reference() -> list[str]:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m harness.schema", description="Print the grid-file key reference "
+                            "(Markdown), as README.md's 'Grid file reference' holds it.").parse_args()
     print(reference_markdown())

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("module", ["harness.launch", "harness.data", "harness.collect", "harness.report",
-                                    "harness.bench", "harness.job", "harness.status", "harness.export"])
+                                    "harness.bench", "harness.job", "harness.status", "harness.export",
+                                    "harness.schema"])
 def test_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and "usage: python -m " + module in out.stdout

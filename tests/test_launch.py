@@ -74,9 +74,11 @@ def test_debug_executor_uses_tiny_data_unless_the_grid_says(write_grid, tmp_path
     path.write_text(grid)
     from harness.launch import load_plan, parse_args
 
-    plan = load_plan(parse_args([str(path)]))
+    said = []
+    plan = load_plan(parse_args([str(path)]), said.append)
     assert {j.config["data"]["limit_train"] for j in plan.jobs} == {512}
     assert {j.config["data"]["limit_test"] for j in plan.jobs} == {100}
+    assert said == ["debug executor: data.limit_train = 512 (set data.limit_train to choose)"]  # never silently
 
 
 def test_failed_teacher_is_recorded_and_the_grid_goes_on(write_grid, tmp_path, capsys):
