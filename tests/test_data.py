@@ -136,14 +136,29 @@ def test_missing_file_and_manifest(fake_root: Path):
         load_cifar10(fake_root, val_size=100)
 
 
+def test_digests_are_checked_once_per_change_of_the_files(fake_root: Path, monkeypatch):
+    from harness.data import cache
+
+    hashed = []
+    monkeypatch.setattr(cache, "verify_cache", lambda root: hashed.append(root) or cache.read_manifest(root))
+    load_cifar10(fake_root, val_size=100)
+    load_cifar10(fake_root, val_size=100)
+    assert len(hashed) <= 1  # at most once: an earlier test may have verified this cache already
+    hashed.clear()
+    os.utime(fake_root / "cifar10" / "y_test.npy", ns=(1, 1))  # touched: verified again
+    load_cifar10(fake_root, val_size=100)
+    assert len(hashed) == 1
+
+
 def test_corruption_detected_by_verify(fake_root: Path):
     path = fake_root / "cifar10" / "x_train.npy"
     blob = bytearray(path.read_bytes())
     blob[-1] ^= 0xFF
     path.write_bytes(bytes(blob))
-    load_cifar10(fake_root, val_size=100)  # the cheap checks pass...
     with pytest.raises(DataError, match="x_train.npy is corrupt"):
-        load_cifar10(fake_root, val_size=100, verify=True)  # ...the hash does not
+        load_cifar10(fake_root, val_size=100)  # the file changed since its last check: re-hashed
+    with pytest.raises(DataError, match="x_train.npy is corrupt"):
+        load_cifar10(fake_root, val_size=100, verify=True)
     result = cli("verify", "--root", str(fake_root))
     assert result.returncode == 1 and "x_train.npy" in result.stderr
 
