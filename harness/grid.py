@@ -307,9 +307,39 @@ def check_method_builds(grid: dict, problems: list) -> None:
 
 def check_teacher(table: Any, where: str, problems: list) -> dict:
     teacher = check_table(table, schema.TEACHER, where, problems)
-    if teacher.get("checkpoint") and not Path(teacher["checkpoint"]).expanduser().is_file():
-        problems.append((f"{where}.checkpoint", f"no such file: {teacher['checkpoint']}"))
+    path = teacher.get("checkpoint")
+    if path and not Path(path).expanduser().is_file():
+        problems.append((f"{where}.checkpoint", f"no such file: {path}"))
+    elif path and teacher.get("arch"):
+        problem = checkpoint_problem(Path(path).expanduser(), teacher["arch"])
+        if problem:
+            problems.append((f"{where}.checkpoint", f"{path}: {problem}"))
     return teacher
+
+
+def checkpoint_problem(path: Path, arch: str) -> str | None:
+    """Load an external teacher's weights once, safely (weights_only / safetensors), into its
+    declared architecture: what would otherwise fail inside every job that uses it."""
+    import pickle
+
+    from harness.checkpoint import read_state
+    from harness.models import build_model
+
+    try:
+        state = read_state(path)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        return (f"refused: it holds pickled objects besides tensors ({found.group(1)}; loaded with weights_only=True)"
+                if found else "not a weights file (torch.save or .safetensors)")
+    except Exception as e:  # torch.load and safetensors raise many kinds on a file that is not theirs
+        return f"not a weights file (torch.save or .safetensors): {type(e).__name__}"
+    if not isinstance(state, dict):
+        return "not a state dict"
+    try:
+        build_model(arch).load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        return f"does not fit arch {arch!r}: {str(e).strip().splitlines()[0]}"
+    return None
 
 
 def check_grid_axes(grid: dict, problems: list) -> None:

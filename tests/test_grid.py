@@ -175,14 +175,22 @@ def test_teacher_change_changes_student_keys(tmp_path):
 
 
 def test_external_checkpoint_teacher_keyed_by_content(tmp_path):
+    import torch
+
+    from harness.models import build_model
+
+    def save_weights(seed):  # real weights: the plan loads an external teacher once to check it
+        torch.manual_seed(seed)
+        torch.save({"arch": "resnet56", "state_dict": build_model("resnet56").state_dict()}, weights)
+
     weights = tmp_path / "t.pt"
-    weights.write_bytes(b"weights-a")
+    save_weights(0)
     text = BASE + f'[teachers.ext]\narch = "resnet56"\ncheckpoint = "{weights}"\n'
     plan = gridlib.plan(load(tmp_path, text, ["grid.teacher_set=[['ext']]"]))
     assert plan.stage("teacher") == []
     (key,) = plan.external
     assert plan.external[key]["path"] == str(weights)
-    weights.write_bytes(b"weights-b")
+    save_weights(1)
     plan_b = gridlib.plan(load(tmp_path, text, ["grid.teacher_set=[['ext']]"]))
     assert set(plan_b.external) != {key}
 

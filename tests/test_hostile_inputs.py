@@ -68,3 +68,37 @@ def test_unreadable_grid_file_is_refused_cleanly(tmp_path, capsys, make, fragmen
     text = capsys.readouterr().out
     assert fragment in text and "Traceback" not in text and ": : " not in text
     assert not (tmp_path / "out").exists()
+
+
+def _pickled_code(path):
+    import argparse
+
+    import torch
+
+    torch.save({"state_dict": {}, "namespace": argparse.Namespace(x=1)}, path)
+
+
+def _other_arch(path):
+    import torch
+
+    from harness.models import build_model
+
+    torch.save({"arch": "resnet32", "state_dict": build_model("resnet32").state_dict()}, path)
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.write_text("hello, I am not a checkpoint\n"), "not a weights file"),
+    (_pickled_code, "refused: it holds pickled objects besides tensors"),
+    (_other_arch, "does not fit arch 'resnet20'"),
+    (lambda p: p.write_bytes(b"\x00" * 64), "not a weights file"),
+], ids=["text", "pickled-code", "other-arch", "zeros"])
+def test_bad_teacher_checkpoint_is_refused_at_plan_time(write_grid, tmp_path, capsys, make, fragment):
+    checkpoint = tmp_path / "teacher.pt"
+    make(checkpoint)
+    grid = write_grid().read_text().replace("seed = 7\nepochs = 3", f'checkpoint = "{checkpoint}"')
+    path = tmp_path / "external.toml"
+    path.write_text(grid)
+    assert launch([str(path), "--out", str(tmp_path / "out")]) == 2
+    text = " ".join(capsys.readouterr().out.split())
+    assert "teachers.small.checkpoint" in text and fragment in text and "Traceback" not in text
+    assert not (tmp_path / "out").exists()
