@@ -201,6 +201,7 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
     on_gpu = cluster.get("gpus_per_job", 0) > 0 if cluster.get("executor") == "slurm" else cuda_available
     resolve_precision(grid, on_gpu, problems)
     check_ranks(grid, problems)
+    check_batch_sizes(grid, problems)
     timing = cluster.get("signal_delay_s"), cluster.get("timeout_min")  # absent where invalid (reported)
     if cluster.get("executor") == "slurm" and None not in timing and timing[0] + 60 >= timing[1] * 60:
         problems.append(("cluster.signal_delay_s", f"{cluster['signal_delay_s']} s leaves no time to train before the "
@@ -234,6 +235,22 @@ def check_ranks(grid: dict, problems: list) -> None:
         if world > 1 and batch and batch % world:
             problems.append((f"{where}.batch_size", f"{batch} does not split evenly over {world} ranks "
                              f"(cluster.tasks_per_job / gpus_per_job): use a multiple of {world}"))
+
+
+TRAIN_IMAGES = {"cifar10": 50_000}  # the official training split, before validation is held out
+
+
+def check_batch_sizes(grid: dict, problems: list) -> None:
+    """A batch larger than the training split would give epochs of no step."""
+    data = grid["data"]
+    if data.get("dataset") not in TRAIN_IMAGES or data.get("val_size") is None:
+        return
+    n_train = data.get("limit_train") or TRAIN_IMAGES[data["dataset"]] - data["val_size"]
+    recipes = [("train", grid["train"]), *((f"teachers.{n}", t) for n, t in grid["teachers"].items())]
+    for where, recipe in recipes:
+        if (recipe.get("batch_size") or 0) > n_train:
+            problems.append((f"{where}.batch_size", f"{recipe['batch_size']} exceeds the {n_train} training images "
+                             "(data.limit_train, or the training set less data.val_size)"))
 
 
 def resolve_precision(grid: dict, on_gpu: bool, problems: list) -> None:

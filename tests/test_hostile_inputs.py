@@ -41,6 +41,8 @@ CASES = [  # (id, extra arguments or a grid-file edit, what the message must con
      "cluster.tasks_per_job: 2 tasks on 1 GPUs"),
     ("uneven-ranks", [SET, "cluster.executor='slurm'", SET, "cluster.tasks_per_job=3"], "train.batch_size: 32 does not split"),
     ("fp16-on-cpu", [SET, "train.mixed_precision='fp16'"], "train.mixed_precision: 'fp16' needs a CUDA GPU"),
+    ("batch-above-data", [SET, "train.batch_size=301"], "train.batch_size: 301 exceeds the 300 training images"),
+    ("teacher-batch-above-data", [SET, "teachers.small.batch_size=100000"], "teachers.small.batch_size: 100000 exceeds"),
 ]
 
 
