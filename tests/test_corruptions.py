@@ -108,16 +108,73 @@ def test_glass_blur_reproduces_the_reference_view_assignment(severity):
     np.testing.assert_array_equal(ours[0], reference_glass_blur(X[0], severity, rng))
 
 
-def test_defocus_kernel_is_built_in_float32_like_the_reference():
-    kernel = C._disk(0.5, 0.6)
+def reflect_101(p: int, n: int) -> int:
+    """OpenCV's BORDER_REFLECT_101 index."""
+    while not 0 <= p < n:
+        p = -p if p < 0 else 2 * n - 2 - p
+    return p
+
+
+def opencv_gaussian_blur_3x3(a: np.ndarray, sigma: float) -> np.ndarray:
+    """cv2.GaussianBlur(a, (3, 3), sigma) of a float32 image, written out: getGaussianKernel rounds
+    exp() to float32 and divides by the double sum; the symmetric row then column passes compute
+    centre·k1 + (left + right)·k0 in float32 with a reflect-101 border."""
+    t = [float(np.float32(np.exp(-0.5 / (sigma * sigma) * x * x))) for x in (-1.0, 0.0, 1.0)]
+    k0, k1 = (np.float32(v * (1.0 / (t[0] + t[1] + t[2]))) for v in t[:2])
+    n = a.shape[0]
+    out = a.copy()
+    for axis in (1, 0):
+        src = out.copy()
+        for i in range(n):
+            for j in range(n):
+                at = lambda d: src[i, reflect_101(j + d, n)] if axis == 1 else src[reflect_101(i + d, n), j]
+                out[i, j] = at(0) * k1 + (at(-1) + at(1)) * k0
+    return out
+
+
+@pytest.mark.parametrize("severity", C.SEVERITIES)
+def test_defocus_kernel_has_opencv_rounding(severity):
+    radius, alias_blur = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)][severity - 1]
     span = np.arange(-8, 9)
     xx, yy = np.meshgrid(span, span)
-    disk = np.array(xx ** 2 + yy ** 2 <= 0.25, dtype=np.float32)
+    disk = np.array(xx ** 2 + yy ** 2 <= radius ** 2, dtype=np.float32)
     disk /= np.sum(disk)
-    g = np.exp(-np.arange(-1, 2) ** 2 / (2 * 0.6 ** 2)).astype(np.float32)
-    g /= g.sum()
-    full = np.zeros((19, 19), np.float32)
-    full[1:-1, 1:-1] = disk
-    reference = sum(g[i] * g[j] * full[i:i + 17, j:j + 17] for i in range(3) for j in range(3))  # centre 3×3 here
-    assert kernel.dtype == np.float32
-    np.testing.assert_allclose(kernel, reference[7:10, 7:10], rtol=1e-6)
+    reference = opencv_gaussian_blur_3x3(disk, alias_blur)
+    kernel = C._disk(radius, alias_blur)
+    r = kernel.shape[0] // 2
+    outside = reference.copy()
+    outside[8 - r:9 + r, 8 - r:9 + r] = 0
+    assert kernel.dtype == np.float32 and not outside.any()
+    np.testing.assert_array_equal(kernel, reference[8 - r:9 + r, 8 - r:9 + r])
+
+
+def test_defocus_keeps_flat_grey_levels_as_opencv_does():
+    """OpenCV's kernels sum to 1 + 1e-9 ... 1 + 5e-8: a flat image keeps every level (kernels
+    normalised in float32 sum below 1 at severities 1-3 and truncated flat regions one level down)."""
+    flat = (np.arange(256, dtype=np.uint8)[:, None, None, None] * np.ones((1, 32, 32, 3), np.uint8))
+    for severity in C.SEVERITIES:
+        np.testing.assert_array_equal(C.corrupt("defocus_blur", flat, severity), flat)
+
+
+def test_zoom_blur_matches_scipy_zoom_like_the_reference():
+    """make_cifar_c.py's clipped_zoom with scipy's zoom (float32 in, each zoom rounded to float32)."""
+    from scipy.ndimage import zoom
+
+    def clipped_zoom(img, factor):
+        h = img.shape[0]
+        ch = int(np.ceil(h / factor))
+        top = (h - ch) // 2
+        img = zoom(img[top:top + ch, top:top + ch], (factor, factor, 1), order=1)
+        trim = (img.shape[0] - h) // 2
+        return img[trim:trim + h, trim:trim + h]
+
+    noisy = np.clip(X.astype(int) + np.random.default_rng(1).integers(-30, 31, X.shape), 0, 255).astype(np.uint8)
+    for severity in (1, 5):
+        factors = np.arange(1, [1.06, 1.11, 1.16, 1.21, 1.26][severity - 1], 0.01)
+        x = (noisy / 255.).astype(np.float32)
+        out = np.zeros_like(x)
+        for i in range(len(x)):
+            for f in factors:
+                out[i] += clipped_zoom(x[i], f)
+        reference = (np.clip((x + out) / (len(factors) + 1), 0, 1) * 255).astype(np.uint8)
+        np.testing.assert_array_equal(C.corrupt("zoom_blur", noisy, severity), reference)

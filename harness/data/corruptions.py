@@ -97,24 +97,39 @@ def gaussian_blur(x, severity, rng):
     return _to_uint8(_gaussian(_unit(x), c))
 
 
+def _cv_gaussian_taps(size: int, sigma: float) -> np.ndarray:
+    """cv2.getGaussianKernel(size, sigma, CV_32F): exp in double rounded to float32, normalised by
+    the double sum of those float32 values, rounded again."""
+    x = np.arange(size) - (size - 1) * 0.5
+    t = np.exp(-0.5 / (sigma * sigma) * x * x).astype(np.float32).astype(np.float64)
+    return (t * (1.0 / t.sum())).astype(np.float32)
+
+
+def _cv_symmetric_pass(a: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
+    """One pass of cv2's separable filter with a symmetric 3-tap float32 kernel, reflect-101 border,
+    in the arithmetic of its symmetric small-kernel filter: centre·k1 + (left + right)·k0, float32."""
+    n = a.shape[axis]
+    padded = np.take(a, np.r_[1, np.arange(n), n - 2], axis=axis)
+    left, centre, right = (np.take(padded, np.arange(k, k + n), axis=axis) for k in range(3))
+    return centre * taps[1] + (left + right) * taps[0]
+
+
 def _disk(radius: float, alias_blur: float) -> np.ndarray:
-    """The reference's anti-aliased disk kernel (17×17 for radius ≤ 8), trimmed to its support,
-    in float32 as the reference builds it (its float32 rounding is part of the published pixels)."""
-    span = np.arange(-8, 9) if radius <= 8 else np.arange(-int(radius), int(radius) + 1)
+    """The reference's anti-aliased disk kernel, trimmed to its support, with the float32 rounding
+    of cv2.GaussianBlur(disk, (3, 3), alias_blur) on its 17×17 float32 disk (rows, then columns).
+    The kernel's sum (1 + 1e-9 … 1 + 5e-8 with OpenCV's rounding, below 1 at severities 1–3 with
+    a float32-normalised Gaussian) decides whether flat regions keep their level or truncate one
+    below, so its bits are part of the published pixels (bit-identical to OpenCV 3.4.18 and 4.12)."""
+    assert radius <= 8, "make_cifar_c.py's radii are at most 1.5 (17×17 disk, 3×3 blur)"
+    span = np.arange(-8, 9)
     xx, yy = np.meshgrid(span, span)
     disk = (xx ** 2 + yy ** 2 <= radius ** 2).astype(np.float32)
     disk /= disk.sum()
-    size = 3 if radius <= 8 else 5  # cv2.GaussianBlur(ksize) with sigma alias_blur, reflect-101 border
-    taps = np.arange(size) - size // 2
-    g = np.exp(-taps ** 2 / (2 * alias_blur ** 2)).astype(np.float32)
-    g /= g.sum()
-    from scipy import ndimage
-
-    kernel = ndimage.correlate1d(ndimage.correlate1d(disk, g, axis=0, mode="mirror"), g, axis=1, mode="mirror")
-    rows, cols = np.nonzero(np.abs(kernel) > 1e-12)
-    r = max(abs(rows - 8).max(), abs(cols - 8).max()) if len(span) == 17 else len(span) // 2
-    centre = len(span) // 2
-    return kernel[centre - r:centre + r + 1, centre - r:centre + r + 1]
+    taps = _cv_gaussian_taps(3, alias_blur)
+    kernel = _cv_symmetric_pass(_cv_symmetric_pass(disk, taps, axis=1), taps, axis=0)
+    rows, cols = np.nonzero(kernel)
+    r = max(abs(rows - 8).max(), abs(cols - 8).max())
+    return kernel[8 - r:9 + r, 8 - r:9 + r]
 
 
 @corruption
@@ -167,8 +182,11 @@ def _clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
     top = (h - ch) // 2
     n_out = int(round(ch * factor))
     trim = (n_out - h) // 2
-    m = _zoom_matrix(ch, n_out)[trim:trim + h].astype(x.dtype)
-    return np.einsum("ai,nijc,bj->nabc", m, x[:, top:top + ch, top:top + ch], m, optimize=True)
+    m = _zoom_matrix(ch, n_out)[trim:trim + h]
+    # scipy interpolates float32 input in double and rounds each output once to float32; so do we
+    # (float32 products here would put ~1 value in 10^5 one level off after truncation)
+    crop = x[:, top:top + ch, top:top + ch].astype(np.float64)
+    return np.einsum("ai,nijc,bj->nabc", m, crop, m, optimize=True).astype(x.dtype)
 
 
 @corruption
