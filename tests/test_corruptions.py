@@ -178,3 +178,126 @@ def test_zoom_blur_matches_scipy_zoom_like_the_reference():
                 out[i] += clipped_zoom(x[i], f)
         reference = (np.clip((x + out) / (len(factors) + 1), 0, 1) * 255).astype(np.uint8)
         np.testing.assert_array_equal(C.corrupt("zoom_blur", noisy, severity), reference)
+
+
+# ---- elastic_transform: OpenCV's warpAffine and scipy < 1.6's map_coordinates, written out per pixel
+
+def opencv_warp_affine(img: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """cv2.warpAffine(img, m, (32, 32), INTER_LINEAR, BORDER_REFLECT_101) of one float32 HWC image, as
+    imgwarp.cpp computes it: invert m, positions in 1/1024 then 1/32 pixel, float32 table weights."""
+    (a, b, c), (d, e, f) = m.tolist()
+    det = a * e - b * d
+    det = 1.0 / det if det != 0 else 0.0
+    a, b, d, e = e * det, b * -det, d * -det, a * det
+    c, f = -a * c - b * f, -d * c - e * f
+    h, w, _ = img.shape
+    out = np.empty_like(img)
+    one, tab = np.float32(1), np.float32(32)
+    for y in range(h):
+        x0 = round((b * y + c) * 1024) + 16
+        y0 = round((e * y + f) * 1024) + 16
+        for x in range(w):
+            sx = (x0 + round(a * x * 1024)) >> 5
+            sy = (y0 + round(d * x * 1024)) >> 5
+            ax, ay = np.float32(sx & 31) / tab, np.float32(sy & 31) / tab
+            weights = [(one - ay) * (one - ax), (one - ay) * ax, ay * (one - ax), ay * ax]
+            c0, c1 = reflect_101(sx >> 5, w), reflect_101((sx >> 5) + 1, w)
+            r0, r1 = reflect_101(sy >> 5, h), reflect_101((sy >> 5) + 1, h)
+            taps = [img[r0, c0], img[r0, c1], img[r1, c0], img[r1, c1]]
+            out[y, x] = ((taps[0] * weights[0] + taps[1] * weights[1]) + taps[2] * weights[2]) + taps[3] * weights[3]
+    return out
+
+
+def old_scipy_reflect(coordinate: float, n: int) -> float:
+    """map_coordinate(mode='reflect') of scipy 1.0–1.5 (ni_interpolation.c)."""
+    if coordinate < 0:
+        if coordinate < -2 * n:
+            coordinate = 2 * n * int(-coordinate / (2 * n)) + coordinate
+        return coordinate + 2 * n if coordinate < -n else -coordinate - 1
+    if coordinate > n - 1:
+        coordinate -= 2 * n * int(coordinate / (2 * n))
+        return 2 * n - coordinate - 1 if coordinate >= n else coordinate
+    return coordinate
+
+
+def old_scipy_mirror(i: int, n: int) -> int:
+    s2 = 2 * n - 2
+    if i < 0:
+        i = s2 * int(-i / s2) + i
+        return i + s2 if i <= 1 - n else -i
+    if i >= n:
+        i -= s2 * int(i / s2)
+        return s2 - i if i >= n else i
+    return i
+
+
+def old_scipy_linear(img: np.ndarray, row: float, col: float, channel: int) -> np.float32:
+    """map_coordinates(img, [[row], [col], [channel]], order=1, mode='reflect')[0] under scipy < 1.6."""
+    taps = []
+    for coordinate, n in ((row, img.shape[0]), (col, img.shape[1])):
+        cc = old_scipy_reflect(coordinate, n)
+        start = int(np.floor(cc))
+        w0 = 1.0 - (cc - np.floor(cc))
+        taps.append([(old_scipy_mirror(start, n), w0), (old_scipy_mirror(start + 1, n), 1.0 - w0)])
+    total = 0.0
+    for r, wr in taps[0]:
+        for c, wc in taps[1]:
+            total += float(img[r, c, channel]) * wr * wc
+    return np.float32(total)
+
+
+def reference_elastic(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """make_cifar_c.py's elastic_transform of one image with the tools of 2018, from `rng`."""
+    from scipy.ndimage import gaussian_filter
+
+    alpha, sigma, affine = (32 * v for v in [(0, 0, .08), (.05, .2, .07), (.08, .06, .06), (.1, .04, .05),
+                                             (.1, .03, .03)][severity - 1])
+    img = np.array(image, dtype=np.float32) / 255.
+    pts1 = np.float32([[26, 26], [26, 6], [6, 6]])
+    pts2 = pts1 + rng.uniform(-affine, affine, size=(3, 2)).astype(np.float32)
+    system = np.zeros((6, 6))  # cv2.getAffineTransform's system: rows (x, y, 1, 0, 0, 0) and (0, 0, 0, x, y, 1)
+    for i, (px, py) in enumerate(pts1.astype(np.float64)):
+        system[2 * i, :3] = system[2 * i + 1, 3:] = (px, py, 1)
+    m = np.linalg.solve(system, pts2.astype(np.float64).ravel()).reshape(2, 3)
+    img = opencv_warp_affine(img, m)
+    dx, dy = ((gaussian_filter(rng.uniform(-1, 1, size=(32, 32)), sigma, mode="reflect", truncate=3) * alpha)
+              .astype(np.float32) for _ in range(2))
+    out = np.empty_like(img)
+    for r in range(32):
+        for c in range(32):
+            for ch in range(3):
+                out[r, c, ch] = old_scipy_linear(img, r + float(dy[r, c]), c + float(dx[r, c]), ch)
+    return (np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("severity", C.SEVERITIES)
+def test_elastic_transform_reproduces_opencv_and_old_scipy(severity):
+    for i in (0, 7):
+        ours = C.corrupt("elastic_transform", X[i:i + 1], severity, seed=i)
+        rng = np.random.default_rng([i, C.ALL.index("elastic_transform"), severity])
+        np.testing.assert_array_equal(ours[0], reference_elastic(X[i], severity, rng))
+
+
+def test_old_scipy_reflect_reads_the_whole_pixel_mirror():
+    """Row coordinate −0.3 → −0.7 → rows 1 and 0 weighted 0.7 and 0.3 (scipy ≥ 1.6 would read row 0);
+    31.3 stays and mirrors to row 30 beyond the edge (scipy ≥ 1.6: row 31)."""
+    img = np.zeros((1, 32, 32, 3), np.float32)
+    img[0, :, :, :] = np.arange(32, dtype=np.float32)[:, None, None]  # value = row
+    rows = np.array([[[-0.3, 31.3, 32.25, 10.5]]])
+    cols = np.full_like(rows, 4.0)
+    got = C._map_coordinates_old_scipy(img, rows, cols)[0, 0, :, 0]
+    np.testing.assert_allclose(got, [0.7, 31 * 0.7 + 30 * 0.3, 30.75, 10.5], rtol=1e-6)
+
+
+def test_old_scipy_map_coordinates_agrees_with_scipy_inside():
+    from scipy.ndimage import map_coordinates
+
+    rng = np.random.default_rng(0)
+    img = rng.random((2, 32, 32, 3)).astype(np.float32)
+    rows = rng.uniform(0, 31, (2, 32, 32))
+    cols = rng.uniform(0, 31, (2, 32, 32))
+    got = C._map_coordinates_old_scipy(img, rows, cols)
+    for i in range(2):
+        for ch in range(3):
+            expected = map_coordinates(img[i], [rows[i].ravel(), cols[i].ravel(), np.full(1024, ch)], order=1)
+            np.testing.assert_array_equal(got[i, :, :, ch].ravel(), expected)
