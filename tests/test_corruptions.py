@@ -301,3 +301,113 @@ def test_old_scipy_map_coordinates_agrees_with_scipy_inside():
         for ch in range(3):
             expected = map_coordinates(img[i], [rows[i].ravel(), cols[i].ravel(), np.full(1024, ch)], order=1)
             np.testing.assert_array_equal(got[i, :, :, ch].ravel(), expected)
+
+
+# ---- spatter (mud) and frost
+
+def reference_mud(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """make_cifar_c.py's spatter, mud branch, with skimage's gaussian written as scipy's gaussian_filter
+    of float64 (mode nearest, truncate 4)."""
+    from scipy.ndimage import gaussian_filter
+
+    loc, scale, sigma, threshold, mud_sigma = {4: (0.65, 0.1, 0.7, 0.69, 0.6), 5: (0.65, 0.1, 0.5, 0.68, 0.6)}[severity]
+    x = np.array(image, dtype=np.float32) / 255.
+    liquid = gaussian_filter(rng.normal(size=(32, 32), loc=loc, scale=scale), sigma, mode="nearest", truncate=4)
+    liquid[liquid < threshold] = 0
+    m = np.where(liquid > threshold, 1, 0).astype(np.float32)
+    m = gaussian_filter(m.astype(np.float64), mud_sigma, mode="nearest", truncate=4)
+    m[m < 0.8] = 0
+    color = np.concatenate([v / 255. * np.ones_like(x[..., :1]) for v in (63, 42, 20)], axis=2)
+    color *= m[..., None]
+    x *= (1 - m[..., None])
+    return (np.clip(x + color, 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("severity", [4, 5])
+def test_spatter_mud_reproduces_the_reference(severity):
+    for i in range(4):
+        ours = C.corrupt("spatter", X[i:i + 1], severity, seed=i)
+        rng = np.random.default_rng([i, C.ALL.index("spatter"), severity])
+        np.testing.assert_array_equal(ours[0], reference_mud(X[i], severity, rng))
+    assert C.generable_severities("spatter") == (4, 5)
+
+
+def test_spatter_water_severities_name_what_opencv_does():
+    for severity in (1, 2, 3):
+        with pytest.raises(ValueError, match="Canny.*distanceTransform.*equalizeHist"):
+            C.corrupt("spatter", X, severity)
+
+
+@pytest.fixture
+def frost_dir(tmp_path):
+    """Stand-in frost photographs (the reference's are not shipped): odd sizes, PNG with alpha and JPEG."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sizes = [(600, 900), (315, 560), (203, 341), (350, 527), (495, 660)]
+    for name, (h, w) in zip(C.FROST_DRAWN, sizes):
+        yy, xx = np.mgrid[0:h, 0:w]
+        rgb = np.stack([(xx * 7 + yy) % 256, (yy * 3) % 256, rng.integers(0, 256, (h, w))], -1).astype(np.uint8)
+        if name.endswith(".png"):
+            Image.fromarray(np.dstack([rgb, np.full((h, w), 200, np.uint8)])).save(tmp_path / name)
+        else:
+            Image.fromarray(rgb).save(tmp_path / name, quality=90)
+    return tmp_path
+
+
+def opencv_resize_linear(img: np.ndarray, scale: float) -> np.ndarray:
+    """cv2.resize(img, (0, 0), fx=scale, fy=scale) with INTER_LINEAR: output i samples (i + 0.5)/scale − 0.5."""
+    def taps(n_in):
+        pos = (np.arange(round(n_in * scale)) + 0.5) / scale - 0.5
+        lo = np.floor(pos).astype(int)
+        return np.clip(lo, 0, n_in - 1), np.clip(lo + 1, 0, n_in - 1), pos - lo
+
+    r0, r1, fr = taps(img.shape[0])
+    c0, c1, fc = taps(img.shape[1])
+    img = img.astype(np.float64)
+    rows = img[r0] * (1 - fr)[:, None, None] + img[r1] * fr[:, None, None]
+    out = rows[:, c0] * (1 - fc)[None, :, None] + rows[:, c1] * fc[None, :, None]
+    return np.round(out).astype(np.uint8)
+
+
+def reference_frost(image: np.ndarray, severity: int, rng: np.random.Generator, folder) -> np.ndarray:
+    """make_cifar_c.py's frost, with Pillow standing in for cv2.imread (RGB already: no BGR flip)."""
+    from PIL import Image
+
+    c = [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)][severity - 1]
+    idx = rng.integers(5)
+    filename = ['frost1.png', 'frost2.png', 'frost3.png', 'frost4.jpg', 'frost5.jpg', 'frost6.jpg'][idx]
+    frost = opencv_resize_linear(np.asarray(Image.open(folder / filename).convert("RGB")), 0.2)
+    x_start, y_start = rng.integers(0, frost.shape[0] - 32), rng.integers(0, frost.shape[1] - 32)
+    frost = frost[x_start:x_start + 32, y_start:y_start + 32]
+    return np.clip(c[0] * np.array(image) + c[1] * frost, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("severity", C.SEVERITIES)
+def test_frost_reproduces_the_reference(severity, frost_dir):
+    photos = C.read_frost_photos(frost_dir)
+    for i in range(6):
+        ours = C.corrupt("frost", X[i:i + 1], severity, seed=i, frost_photos=photos)
+        rng = np.random.default_rng([i, C.ALL.index("frost"), severity])
+        np.testing.assert_array_equal(ours[0], reference_frost(X[i], severity, rng, frost_dir))
+    batch = C.corrupt("frost", X, severity, seed=1, frost_photos=photos)
+    assert batch.shape == X.shape and not np.array_equal(batch, X)
+
+
+def test_frost_needs_the_photographs(tmp_path):
+    with pytest.raises(ValueError, match="--frost-dir"):
+        C.corrupt("frost", X, 1)
+    with pytest.raises(FileNotFoundError, match="frost1.png, frost2.png, frost3.png, frost4.jpg, frost5.jpg"):
+        C.read_frost_photos(tmp_path)
+    from PIL import Image
+
+    for name in C.FROST_DRAWN:
+        Image.fromarray(np.zeros((160, 400, 3), np.uint8)).save(tmp_path / name)
+    with pytest.raises(ValueError, match=r"frost1.png \(80x32 shrunk\).* too small"):
+        C.read_frost_photos(tmp_path)
+
+
+def test_every_generated_corruption_states_its_fidelity():
+    for name in [*C.AVAILABLE, "frost", "spatter"]:
+        fidelity, random, reason = C.FIDELITY[name]
+        assert fidelity in C.FIDELITY_LEVELS and isinstance(random, bool) and reason

@@ -1,19 +1,25 @@
 """CIFAR-10-C-format corruptions of uint8 NHWC images, generated here (numpy, scipy, Pillow).
 
 Each corruption takes a batch (N, 32, 32, 3) uint8, a severity 1..5 and a numpy Generator and
-returns the same shape in uint8. The severity parameters are those of the reference generator
-(hendrycks/robustness, ImageNet-C/create_c/make_cifar_c.py); the code is our own, vectorised over
-images where the corruption allows. As in the reference, the float result is clipped to [0, 255]
-and truncated to uint8. Random draws come from the Generator passed in, so a seed gives the same
-arrays on every machine (the reference draws from numpy's global state: its noise differs from
-ours image by image, its distribution does not).
+returns the same shape in uint8. The severity parameters and formulas are those of the reference
+generator (hendrycks/robustness, ImageNet-C/create_c/make_cifar_c.py, with the numpy, scipy,
+skimage and OpenCV of its time, 2018); the code is our own, vectorised over images where the
+corruption allows. As in the reference, the float result is clipped and truncated to uint8.
 
-Not generated (need ImageMagick, OpenCV or the frost photographs): see `UNAVAILABLE`.
+Random draws come from the Generator passed in, so a seed gives the same arrays on every machine.
+The reference drew from numpy's global RandomState, never seeded: no generator can replay its
+draws, so a random corruption reproduces the published images in distribution only, however
+exact its formula; `FIDELITY` says, per corruption, whether the formula and rounding are the
+reference's ("exact": the reference's draws would give the published pixels) and why.
+
+Not generated from the test images alone: motion_blur and snow (ImageMagick's motion blur),
+frost (needs the reference's photographs, see `read_frost_photos`) and spatter (severities 1–3
+need OpenCV; 4–5 are generated): see `UNAVAILABLE`.
 """
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -24,11 +30,57 @@ EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 ALL = STANDARD + EXTRA
 SEVERITIES = (1, 2, 3, 4, 5)
 
+# Corruptions that cannot be generated at all five severities from the test images alone.
 UNAVAILABLE = {
-    "motion_blur": "the reference uses ImageMagick's MagickMotionBlurImage",
-    "snow": "the reference motion-blurs its snow layer with ImageMagick",
-    "frost": "the reference blends in frost photographs that are not distributed with the code",
-    "spatter": "the reference shapes its liquid layer with OpenCV (Canny, distance transform, histogram equalisation)",
+    "motion_blur": "the reference blurs with ImageMagick's MagickMotionBlurImage (through Wand), not reimplemented",
+    "snow": "the reference motion-blurs its snow layer with ImageMagick's MagickMotionBlurImage, not reimplemented",
+    "frost": "needs the reference's frost photographs (frost1.png ... frost5.jpg of hendrycks/robustness, "
+             "ImageNet-C/create_c/): prepare with --frost-dir PATH",
+    "spatter": "severities 1-3 (water drops) need OpenCV (Canny, distanceTransform, equalizeHist); "
+               "4-5 (mud) are made by corruptions.spatter, but the cache holds a corruption only at all five severities",
+}
+
+EXACT, DISTRIBUTION = "exact", "distribution"
+# Per corruption: (fidelity, random?, why). "exact": the reference's formula and rounding, so its
+# random draws would give its pixels (a value that lands on a truncation boundary may come out one
+# level apart where sums run in another order); "distribution": only the distribution is the same.
+FIDELITY = {
+    "gaussian_noise": (EXACT, True, "x/255 + N(0, c), clipped, x255, truncated, as the reference"),
+    "shot_noise": (EXACT, True, "Poisson(c*x/255)/c, as the reference"),
+    "impulse_noise": (EXACT, True, "skimage's salt and pepper: the same masks give the same pixels "
+                                   "(drawn as uniforms < p here, by np.random.choice there)"),
+    "speckle_noise": (EXACT, True, "x + x*N(0, c), as the reference"),
+    "gaussian_blur": (EXACT, False, "skimage's gaussian: scipy's gaussian_filter, mode nearest, truncate 4"),
+    "defocus_blur": (EXACT, False, "the reference's disk with cv2.GaussianBlur's float32 rounding (kernels "
+                                   "bit-identical to OpenCV 3.4-4.12); filter2D's double sums in another order"),
+    "glass_blur": (EXACT, True, "the reference's numpy-view 'swap' copies one pixel onto the other: copied "
+                                "likewise, in its order"),
+    "zoom_blur": (EXACT, False, "scipy's zoom(order=1) as matrix products in double, rounded once to float32 "
+                                "per zoom as scipy does"),
+    "fog": (EXACT, True, "the reference's diamond-square plasma fractal"),
+    "brightness": (EXACT, False, "skimage's rgb2hsv/hsv2rgb formulas"),
+    "saturate": (EXACT, False, "skimage's rgb2hsv/hsv2rgb formulas"),
+    "contrast": (EXACT, False, "(x - mean)*c + mean, as the reference"),
+    "jpeg_compression": (EXACT, False, "Pillow's JPEG at the reference's quality: the same pixels with the "
+                                       "same libjpeg"),
+    "pixelate": (EXACT, False, "Pillow's BOX resize down and up, as the reference"),
+    "elastic_transform": (EXACT, True, "cv2.warpAffine's 1/32-pixel fixed-point bilinear (bit-identical to "
+                                       "OpenCV 3.4-4.12) and scipy<1.6's map_coordinates 'reflect' border "
+                                       "(transcribed from its source), reimplemented"),
+    "frost": (EXACT, True, "the reference's blend with a random crop of frost1-5 shrunk as cv2.resize(fx=0.2) "
+                           "does; decoded as OpenCV 3.4-4.12 does (an IJG libjpeg 9 build would upsample "
+                           "frost5.jpg's 4:2:0 chroma otherwise)"),
+    "spatter": (EXACT, True, "severities 4-5 (mud), the reference's formula and dtypes (skimage<=0.14 "
+                             "blurred the mask in float64)"),
+}
+FOREIGN_FROST = "frost photographs that are not the reference's (their SHA-256 differs)"
+FIDELITY_LEVELS = {
+    EXACT: "the reference's formula and rounding: with the reference's random draws, the published pixels (a value "
+           "on a truncation boundary may land one level apart where sums run in another order). Deterministic "
+           "corruptions (random: false) thus reproduce the published arrays; random ones draw from a seeded numpy "
+           "Generator, not the reference's unseeded global RandomState, so they reproduce the published "
+           "distribution, not its images",
+    DISTRIBUTION: "only the published distribution: a formula, a third-party operation or an input differs",
 }
 
 Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
@@ -307,6 +359,92 @@ def pixelate(x, severity, rng):
     return out
 
 
+# (loc, scale, sigma, threshold, mud sigma, mud?) of make_cifar_c.py; severities 1–3 are water drops
+_SPATTER = [(0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0), (0.65, 0.3, 1, 0.69, 0.5, 0),
+            (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)]
+SPATTER_SEVERITIES = (4, 5)
+SPATTER_WATER = ("spatter severities 1-3 (water drops) shape the liquid layer with OpenCV (cv2.Canny(50, 150), "
+                 "cv2.distanceTransform(DIST_L2, 5), cv2.equalizeHist, a saturating uint8 cv2.filter2D), "
+                 "not reimplemented here; severities 4-5 (mud) are generated")
+_MUD_BROWN = np.array([63, 42, 20]) / 255.0
+
+
+@corruption
+def spatter(x, severity, rng):
+    """Mud (severities 4–5 only): where a thresholded, blurred random layer is dense, the image
+    gives way to mud brown. Dtypes as the reference: float32 image and colour, float64 layers; the
+    mud mask is blurred in float64, as the skimage of 2018 (≤ 0.14) converted its float32 input
+    (later skimage keeps float32: last-bit differences in the mask)."""
+    loc, scale, sigma, threshold, mud_sigma, is_mud = _SPATTER[severity - 1]
+    if not is_mud:
+        raise ValueError(SPATTER_WATER)
+    img = x.astype(np.float32) / np.float32(255)
+    liquid = _gaussian(rng.normal(loc, scale, size=x.shape[:3])[..., None], sigma)[..., 0]
+    liquid[liquid < threshold] = 0
+    mud = _gaussian((liquid > threshold).astype(np.float32).astype(np.float64)[..., None], mud_sigma)
+    mud[mud < 0.8] = 0
+    colour = (_MUD_BROWN.astype(np.float32) * mud).astype(np.float32)  # float32 colour *= float64 mask
+    img = (img * (1 - mud)).astype(np.float32)
+    return _to_uint8(img + colour)
+
+
+# (image weight, frost weight) of make_cifar_c.py
+_FROST = [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)]
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
+FROST_DRAWN = FROST_FILES[:5]  # make_cifar_c.py picks np.random.randint(5): frost6.jpg is never drawn
+# SHA-256 of the photographs in hendrycks/robustness, ImageNet-C/create_c/ (the generator's folder)
+REFERENCE_FROST_SHA256 = {
+    "frost1.png": "ff9f907860bd7a835d459e32f9d588062b7f61ee267343cc7222b56753a14755",
+    "frost2.png": "fe211a89b336999c207a852ce05818d4545d0b57c5beadd824b4cc9d9a9b6137",
+    "frost3.png": "2d0d50b4a9bb213f38b024ef7768731bb83cc08d2f26b5766bbc167cdfa0e504",
+    "frost4.jpg": "3f8b91ca1a9fa7167b09e773da53f5ae60d0a1fd88f02a783f6e328a72887f6e",
+    "frost5.jpg": "5fc6a19df4a429ba68abdcc8f8a4278d4c9f81c9ccafd2c92ab0c8cf8992ebd2",
+    "frost6.jpg": "1f92b2f48408748085b68dd81d816ef239f42cef3029c25d041fcb6760fb4f25",
+}
+
+
+def read_frost_photo(path) -> np.ndarray:
+    """One photograph as the reference's `cv2.resize(cv2.imread(path), (0, 0), fx=0.2, fy=0.2)`,
+    in RGB: 8-bit colour, alpha dropped, EXIF orientation applied (as cv2.imread does), then
+    INTER_LINEAR at scale 1/5, whose output pixel i samples source (i + 0.5)·5 − 0.5 = 5i + 2, a
+    whole pixel: the resize is the subsampling [2::5, 2::5]."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as photo:
+        rgb = np.asarray(ImageOps.exif_transpose(photo).convert("RGB"))
+    return np.ascontiguousarray(rgb[2::5, 2::5])
+
+
+def read_frost_photos(folder) -> list[np.ndarray]:
+    """The photographs the reference draws from (frost1.png … frost5.jpg), shrunk; FileNotFoundError
+    names the missing ones."""
+    from pathlib import Path
+
+    folder = Path(folder).expanduser()
+    missing = [f for f in FROST_DRAWN if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: no {', '.join(missing)} (the frost photographs of "
+                                "hendrycks/robustness, ImageNet-C/create_c/)")
+    photos = [read_frost_photo(folder / f) for f in FROST_DRAWN]
+    small = [f"{f} ({p.shape[1]}x{p.shape[0]} shrunk)" for f, p in zip(FROST_DRAWN, photos) if min(p.shape[:2]) <= 32]
+    if small:  # the crop corner is drawn from [0, side − 32) of the shrunk photograph
+        raise ValueError(f"{folder}: {', '.join(small)} too small: each side must shrink by 5 to more than 32 pixels")
+    return photos
+
+
+def frost(x, severity, rng, photos):
+    """`clip(a·x + b·crop, 0, 255)` with a random 32×32 crop of a random photograph (shrunk by
+    `read_frost_photo`), as make_cifar_c.py: draws photograph, crop row in [0, H − 32), crop
+    column in [0, W − 32) (batched here: every image's photograph, then rows, then columns)."""
+    a, b = _FROST[severity - 1]
+    n, h, w = x.shape[:3]
+    pick = rng.integers(len(photos), size=n)
+    top = rng.integers(0, np.array([photos[k].shape[0] - h for k in pick]))
+    left = rng.integers(0, np.array([photos[k].shape[1] - w for k in pick]))
+    crops = np.stack([photos[k][t:t + h, l:l + w] for k, t, l in zip(pick, top, left)])
+    return np.clip(a * x + b * crops, 0, 255).astype(np.uint8)
+
+
 # OpenCV computes warpAffine's sampling positions in fixed point: 10 fractional bits, then rounded
 # to 1/32 pixel (INTER_BITS = 5, INTER_TAB_SIZE = 32).
 _AB_BITS, _INTER_BITS = 10, 5
@@ -463,17 +601,31 @@ def _elastic_chunk(x, pts1, alpha, sigma, affine, rng):
     return _to_uint8(moved)
 
 
-AVAILABLE = tuple(name for name in ALL if name in GENERATORS)
-assert set(AVAILABLE) | set(UNAVAILABLE) == set(ALL)
+AVAILABLE = tuple(name for name in ALL if name not in UNAVAILABLE)  # from the test images alone, all severities
+assert set(AVAILABLE) <= set(GENERATORS) and set(FIDELITY) == set(GENERATORS) | {"frost"}
 
 
-def corrupt(name: str, images: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
-    """One corruption at one severity of uint8 NHWC images; the same seed gives the same array."""
-    if name not in GENERATORS:
-        raise ValueError(f"{name!r} cannot be generated here: {UNAVAILABLE.get(name, 'unknown corruption')}")
+def generable_severities(name: str) -> tuple[int, ...]:
+    """The severities `corrupt` can make of `name` (frost: given its photographs)."""
+    if name == "spatter":
+        return SPATTER_SEVERITIES
+    return SEVERITIES if name in GENERATORS or name == "frost" else ()
+
+
+def corrupt(name: str, images: np.ndarray, severity: int, seed: int = 0,
+            frost_photos: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """One corruption at one severity of uint8 NHWC images; the same seed gives the same array.
+    `frost_photos`: `read_frost_photos(folder)`, needed for frost only."""
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be 1..5, got {severity}")
+    if severity not in generable_severities(name) or (name == "frost" and not frost_photos):
+        why = SPATTER_WATER if name == "spatter" else UNAVAILABLE.get(name, "unknown corruption")
+        raise ValueError(f"{name!r} cannot be generated here: {why}")
     rng = np.random.default_rng([seed, ALL.index(name), severity])
-    out = GENERATORS[name](np.ascontiguousarray(images, dtype=np.uint8), severity, rng)
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    if name == "frost":
+        out = frost(images, severity, rng, frost_photos)
+    else:
+        out = GENERATORS[name](images, severity, rng)
     assert out.shape == images.shape and out.dtype == np.uint8, (name, out.shape, out.dtype)
     return out
