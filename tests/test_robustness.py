@@ -91,6 +91,62 @@ def test_official_download_reports_the_refusal(tmp_path, monkeypatch, capsys):
     assert "cannot reach Zenodo record 2535967" in out and "dir:PATH" in out
 
 
+def test_generated_entries_carry_their_approximation_note(c_root):
+    manifest = read_c_manifest(c_root)
+    assert set(manifest["fidelity_levels"]) == {"exact", "distribution"}
+    for name, entry in manifest["corruptions"].items():
+        note = entry["approximation"]
+        fidelity, random, reason = C.FIDELITY[name]
+        assert note == {"fidelity": fidelity, "random": random, "reason": reason}
+    assert manifest["corruptions"]["contrast"]["approximation"]["random"] is False
+    assert manifest["corruptions"]["gaussian_noise"]["approximation"]["random"] is True
+    assert "frost" in manifest["unavailable"] and "--frost-dir" in manifest["unavailable"]["frost"]
+
+
+def write_frost_photos(folder, sizes=((200, 300), (170, 210), (180, 250), (240, 300), (175, 200))):
+    """Stand-ins for the reference's photographs (not shipped): the names it reads, odd sizes."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, (h, w) in zip(C.FROST_DRAWN, sizes):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def test_frost_dir_generates_frost_and_records_the_photographs(cifar_root, tmp_path, capsys):
+    import hashlib
+
+    root = tmp_path / "data"
+    shutil.copytree(cifar_root / "cifar10", root / "cifar10")
+    photos = write_frost_photos(tmp_path / "frost")
+    args = ["prepare", "--root", str(root), "--cifar10-c", "generate", "--cifar10-c-limit", "4"]
+    assert data_main(args + ["--frost-dir", str(photos)]) == 0
+    assert "not the reference's" in capsys.readouterr().out
+    entry = read_c_manifest(root)["corruptions"]["frost"]
+    assert entry["frost_photos"]["folder"] == str(photos.resolve())
+    assert entry["frost_photos"]["sha256"] == {f: hashlib.sha256((photos / f).read_bytes()).hexdigest()
+                                               for f in C.FROST_DRAWN}
+    assert entry["frost_photos"]["reference_photos"] is False
+    assert entry["approximation"]["fidelity"] == "distribution"
+    test = np.load(root / "cifar10" / "x_test.npy")[:4]
+    (name, sev, images, labels, source), = load_cifar10c(root, ["frost"], [2])
+    np.testing.assert_array_equal(images, C.corrupt("frost", test, 2, 0, frost_photos=C.read_frost_photos(photos)))
+    assert "frost" not in read_c_manifest(root)["unavailable"]
+
+
+def test_frost_dir_is_refused_without_generate_or_photographs(tmp_path, cifar_root, capsys):
+    with pytest.raises(SystemExit) as e:
+        data_main(["prepare", "--root", str(tmp_path), "--cifar10-c", "official", "--frost-dir", str(tmp_path)])
+    assert e.value.code == 2 and "--frost-dir goes with --cifar10-c generate" in capsys.readouterr().err
+    root = tmp_path / "data"
+    shutil.copytree(cifar_root / "cifar10", root / "cifar10")
+    (tmp_path / "empty").mkdir()
+    assert data_main(["prepare", "--root", str(root), "--cifar10-c", "generate", "--cifar10-c-limit", "4",
+                      "--frost-dir", str(tmp_path / "empty")]) == 1
+    assert "no frost1.png, frost2.png, frost3.png, frost4.jpg, frost5.jpg" in capsys.readouterr().out
+
+
 def test_eval_section_is_validated_and_stays_out_of_the_key(tmp_path, c_root):
     from harness import grid as gridlib
     from tests.conftest import TINY_GRID

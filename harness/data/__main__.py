@@ -31,6 +31,13 @@ def _c_mode(value: str) -> str:
     raise argparse.ArgumentTypeError(f"{value!r}: expected generate, official or dir:PATH (an existing folder)")
 
 
+def _folder(value: str) -> str:
+    """argparse type for --frost-dir: an existing folder."""
+    if not Path(value).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: no such directory")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness.data",
@@ -66,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="generate: only the first N test images per severity (quick runs, tests)")
     prep.add_argument("--cifar10-c-seed", type=int, default=0, metavar="SEED",
                       help="generate: seed of the random corruptions (default: %(default)s)")
+    prep.add_argument("--frost-dir", type=_folder, metavar="PATH",
+                      help="generate: also make frost from the reference's frost photographs in PATH "
+                           "(frost1.png, frost2.png, frost3.png, frost4.jpg, frost5.jpg of hendrycks/robustness, "
+                           "ImageNet-C/create_c/; the manifest records their SHA-256)")
 
     ver = commands.add_parser(
         "verify", help="re-hash the cached arrays against the manifest",
@@ -88,7 +99,10 @@ def _verify(root: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "prepare" and args.frost_dir and args.cifar10_c != "generate":
+        parser.error("--frost-dir goes with --cifar10-c generate")
     if args.command == "verify":
         return _verify(args.root)
     if args.cifar10_c is None or args.cifar10_c == "generate":
@@ -100,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.data.cifar10c import prepare_c
 
     return prepare_c(args.root, args.cifar10_c, limit=args.cifar10_c_limit, seed=args.cifar10_c_seed,
-                     force=args.force)
+                     frost_dir=args.frost_dir, force=args.force)
 
 
 if __name__ == "__main__":

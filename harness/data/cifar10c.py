@@ -3,8 +3,13 @@
 `labels.npy` (5·N,) and `manifest.json` saying per corruption where it came from:
 
 - ``official``: the published arrays (Zenodo record 2535967, or its `.npy` files from a folder);
-- ``generated``: made here by :mod:`harness.data.corruptions` from the cached test images (seed and,
-  where the corruption is not the reference's, an ``approximation`` note in the manifest).
+- ``generated``: made here by :mod:`harness.data.corruptions` from the cached test images, with
+  its seed and an ``approximation`` note: ``fidelity`` ``exact`` (the reference's formula and
+  rounding) or ``distribution``, ``random`` (whether it draws random numbers: an exact random
+  corruption still matches the published set in distribution only, the reference's draws being
+  unknown) and a one-line ``reason``; the manifest's ``fidelity_levels`` defines both levels.
+  frost is generated only from the reference's photographs given with ``--frost-dir PATH``; its
+  entry records their folder, SHA-256 and whether they are the reference's.
 
 Prepare with ``python -m harness.data prepare --root DIR --cifar10-c generate|official|dir:PATH``;
 read with :func:`load_cifar10c`.
@@ -126,26 +131,59 @@ def _test_set(root: Path, n: int | None) -> tuple[np.ndarray, np.ndarray, str]:
     return np.asarray(x[:n]), np.asarray(y[:n]), manifest["files"]["x_test.npy"]["sha256"]
 
 
+def _read_frost(folder: str | os.PathLike[str], log: Log) -> tuple[list[np.ndarray], dict]:
+    """The frost photographs of `folder` and where they came from (folder, SHA-256, whether they
+    are the reference's); DataError when one is missing or unreadable."""
+    folder = Path(folder).expanduser().resolve()
+    try:
+        photos = C.read_frost_photos(folder)
+    except (OSError, ValueError) as e:  # missing file; Pillow's UnidentifiedImageError is an OSError
+        raise DataError(f"--frost-dir {folder}: {e}") from e
+    sha = {f: _sha256_file(folder / f) for f in C.FROST_DRAWN}
+    reference = all(sha[f] == C.REFERENCE_FROST_SHA256[f] for f in sha)
+    if not reference:
+        log(f"frost: the photographs in {folder} are not the reference's (SHA-256 differs): "
+            "frost will follow them, not the published distribution")
+    return photos, {"folder": str(folder), "sha256": sha, "reference_photos": reference}
+
+
+def _approximation(name: str, frost_photos: dict | None) -> dict:
+    """The manifest's note on how close a generated corruption is to the published one."""
+    fidelity, random, reason = C.FIDELITY[name]
+    if frost_photos is not None and not frost_photos["reference_photos"]:
+        fidelity, reason = C.DISTRIBUTION, C.FOREIGN_FROST
+    return {"fidelity": fidelity, "random": random, "reason": reason}
+
+
 def generate(root: str | os.PathLike[str], *, seed: int = 0, limit: int | None = None,
-             names: Sequence[str] = C.AVAILABLE, force: bool = False, log: Log = print) -> dict:
-    """Generate every available corruption of the first `limit` (all) cached test images at the
-    five severities; corruptions already valid in the cache are kept. Returns the manifest."""
+             names: Sequence[str] = C.ALL, frost_dir: str | os.PathLike[str] | None = None,
+             force: bool = False, log: Log = print) -> dict:
+    """Generate every corruption that can be made (frost too, from the photographs in `frost_dir`)
+    of the first `limit` (all) cached test images at the five severities; corruptions already
+    valid in the cache are kept. Returns the manifest."""
     root = Path(root).expanduser().resolve()
+    photos, frost_source = _read_frost(frost_dir, log) if frost_dir else (None, None)
     x, y, test_sha = _test_set(root, limit)
     cache = _Cache(root, len(x), force, log)
     cache.put_labels(np.tile(y, 5))
     for name in names:
-        if name in C.UNAVAILABLE:
+        if name in C.UNAVAILABLE and not (name == "frost" and photos):
             log(f"{name}: not generated ({C.UNAVAILABLE[name]})")
             continue
         if cache.valid(name):
-            log(f"{name}: already in the cache ({cache.manifest['corruptions'][name]['source']}), kept")
+            entry = cache.manifest["corruptions"][name]
+            earlier = entry["source"] == "generated" and "approximation" not in entry
+            log(f"{name}: already in the cache ({entry['source']}), kept"
+                + (" (made by an earlier generator, without an approximation note: --force remakes it)" if earlier else ""))
             continue
         start = time.perf_counter()
-        array = np.concatenate([C.corrupt(name, x, s, seed) for s in C.SEVERITIES])
+        array = np.concatenate([C.corrupt(name, x, s, seed, frost_photos=photos) for s in C.SEVERITIES])
+        source = frost_source if name == "frost" else None
         cache.put(name, array, {"source": "generated", "seed": seed, "generator": "harness.data.corruptions",
-                                "test_images_sha256": test_sha})
+                                "test_images_sha256": test_sha, "approximation": _approximation(name, source),
+                                **({"frost_photos": source} if source else {})})
         log(f"{name}: generated {len(array)} images in {time.perf_counter() - start:.1f} s")
+    cache.manifest["fidelity_levels"] = C.FIDELITY_LEVELS
     cache.manifest["unavailable"] = {k: v for k, v in C.UNAVAILABLE.items() if k not in cache.manifest["corruptions"]}
     cache.save()
     return cache.manifest
@@ -218,11 +256,12 @@ def fetch_official(root: str | os.PathLike[str], *, force: bool = False, log: Lo
 
 
 def prepare_c(root: str | os.PathLike[str], mode: str, *, limit: int | None = None, seed: int = 0,
-              force: bool = False, log: Log = print) -> int:
-    """The CLI's `--cifar10-c MODE`: 0 when the cache holds the corruptions, 1 when it failed."""
+              frost_dir: str | os.PathLike[str] | None = None, force: bool = False, log: Log = print) -> int:
+    """The CLI's `--cifar10-c MODE` (and `--frost-dir`): 0 when the cache holds the corruptions,
+    1 when it failed."""
     try:
         if mode == "generate":
-            manifest = generate(root, seed=seed, limit=limit, force=force, log=log)
+            manifest = generate(root, seed=seed, limit=limit, frost_dir=frost_dir, force=force, log=log)
         elif mode == "official":
             manifest = fetch_official(root, force=force, log=log)
         elif mode.startswith("dir:"):
@@ -262,7 +301,7 @@ def load_cifar10c(root: str | os.PathLike[str], corruptions: str | Sequence[str]
     if missing:
         raise DataError(f"CIFAR-10-C cache at {c_dir(root)} lacks {', '.join(missing)}: {prepare_hint(root)}"
                         + ("" if set(missing) - set(C.UNAVAILABLE) else
-                           f" (not generable here: {'; '.join(f'{n}: {C.UNAVAILABLE[n]}' for n in missing)})"))
+                           f" (not made from the test images alone: {'; '.join(f'{n}: {C.UNAVAILABLE[n]}' for n in missing)})"))
     bad = [s for s in severities if s not in C.SEVERITIES]
     if bad:
         raise DataError(f"severities {bad}: must be in 1..5")
