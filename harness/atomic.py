@@ -84,3 +84,20 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | N
 def atomic_save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Atomically replace ``path`` with ``array`` in ``.npy`` format (never pickled)."""
     atomic_write(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
+
+
+def open_append(path: str | os.PathLike[str]) -> IO[str]:
+    """A text file opened for appending that is never a symbolic link: a link planted in the
+    results folder could otherwise make the harness write anywhere."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    return os.fdopen(fd, "a", buffering=1)
+
+
+def remove_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete what a write killed half-way left behind (our temp files: `.<name>.*.tmp`); call it
+    only where no other writer can be at work in `folder`."""
+    leftovers = [p for p in Path(folder).glob(".*.tmp") if p.is_file() and not p.is_symlink()]
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    return leftovers
+

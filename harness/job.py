@@ -10,6 +10,8 @@ its presence with status "completed" is what makes a key done.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -19,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-from harness.atomic import atomic_write_json
+from harness.atomic import atomic_write_json, open_append, remove_temporaries
 
 EVENT_PREFIX = "@kd-event "  # marks machine-readable progress lines on stdout
 STATES = ("completed", "failed", "partial", "new")
@@ -56,7 +58,7 @@ class JobLog:
 
     def __init__(self, folder: Path, forward):
         self.folder, self.forward = folder, forward
-        self.file = open(folder / "log.txt", "a", buffering=1)
+        self.file = open_append(folder / "log.txt")
         before = read_json(folder / "attempts.json") or {"attempts": 0, "wall_time_s": 0.0}
         self.attempts, self.earlier_s = before["attempts"] + 1, before["wall_time_s"]
         self.earlier_cpu_s = before.get("cpu_time_s", 0.0)
@@ -83,6 +85,8 @@ class JobLog:
         kind = event["event"]
         if kind == "start":
             self.rows = list(event.pop("history"))  # the checkpoint's rows are the truth on resume
+            if event.get("set_aside"):
+                self.line(f"{event['set_aside']}; training starts again from the first epoch")
             resumed = f", resuming after epoch {event['resumed_from']}" if event["resumed_from"] else ""
             self.line(f"training on {event['device']} × {event.get('world_size', 1)} process(es): {event['epochs']} epochs of "
                       f"{event['steps_per_epoch']} steps{resumed}")
@@ -109,8 +113,39 @@ def run(folder: Path, forward=lambda event: None) -> dict:
     spec = json.loads((folder / "job.json").read_text())
     if int(os.environ.get("RANK", "0")) > 0:  # the other ranks of a DDP job train beside rank 0, which writes
         return {"status": "completed", **run_training(spec, folder, lambda event: None)}
+    with job_lock(folder):
+        return _run_locked(folder, spec, forward, run_training)
+
+
+class JobLocked(Exception):
+    """Another process is training this job in this folder now."""
+
+
+@contextlib.contextmanager
+def job_lock(folder: Path):
+    """One process per job folder: a job run by hand beside the launcher's would write the same files."""
+    fd = os.open(folder / ".job.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise JobLocked(f"{folder} is being trained by another process now ({holder}); wait for it, "
+                            "or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _run_locked(folder: Path, spec: dict, forward, run_training) -> dict:
     (folder / "result.json").unlink(missing_ok=True)
+    leftovers = remove_temporaries(folder)
     log = JobLog(folder, forward)
+    if leftovers:
+        log.line(f"removed {len(leftovers)} partial file(s) of a write that was killed: "
+                 + ", ".join(p.name for p in leftovers))
     log.line(f"job {spec['key']} ({spec['method']}, seed {spec['seed']}, teachers {spec['teacher_set']}), "
              f"attempt {log.attempts}, host {platform.node()}")
     provenance = {"attempts": log.attempts, "executor": spec["executor"], "git_commit": git_commit(),
@@ -143,8 +178,30 @@ def main(argv=None) -> int:
     if not (args.folder / "job.json").is_file():
         print(f"error: no job.json in {args.folder}", file=sys.stderr)
         return 2
-    emit = (lambda e: print(EVENT_PREFIX + json.dumps(e), flush=True)) if args.events else (lambda e: None)
-    return 0 if run(args.folder, emit)["status"] == "completed" else 1
+    emit = EventStream() if args.events else (lambda e: None)
+    try:
+        return 0 if run(args.folder, emit)["status"] == "completed" else 1
+    except (JobLocked, OSError) as e:  # OSError: e.g. a symbolic link where log.txt belongs
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+class EventStream:
+    """Progress events to the launcher on stdout. If the launcher is gone (a broken pipe), the job
+    goes on and finishes without it: its results land in its folder all the same."""
+
+    def __init__(self):
+        self.open = True
+
+    def __call__(self, event: dict) -> None:
+        if not self.open:
+            return
+        try:
+            print(EVENT_PREFIX + json.dumps(event), flush=True)
+        except (BrokenPipeError, OSError):
+            self.open = False
+            devnull = os.open(os.devnull, os.O_WRONLY)  # nothing more may reach the dead pipe, not even at exit
+            os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

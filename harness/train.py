@@ -175,6 +175,7 @@ def train_and_evaluate(t: Trainer, spec: dict, folder: Path, emit: Emit) -> dict
     epochs, steps = t.recipe["epochs"], t.data.steps_per_epoch(t.recipe["batch_size"])
     state = Progress.resume(folder / "checkpoint.pt", t)
     emit({"event": "start", "epochs": epochs, "steps_per_epoch": steps, "resumed_from": state.epoch,
+          "set_aside": state.set_aside,
           "history": state.history, "device": str(t.data.device), "world_size": t.accelerator.num_processes})
     for epoch in range(state.epoch, epochs):
         row = train_epoch(t, epoch, lambda info: emit({"event": "step", "epoch": epoch, **info}))
@@ -283,14 +284,14 @@ class Progress:
     """What survives an interruption: completed epochs, their rows, the best-val weights."""
 
     def __init__(self):
-        self.epoch, self.history = 0, []
+        self.epoch, self.history, self.set_aside = 0, [], None
         self.best_val, self.best_epoch, self.best_weights, self.last_weights = -1.0, 0, None, None
 
     @classmethod
     def resume(cls, path: Path, t: Trainer) -> "Progress":
         state = cls()
-        if path.exists():
-            ckpt = checkpoint.load(path, t.data.device)
+        ckpt = state.read(path, t.data.device)
+        if ckpt is not None:
             t.student.load_state_dict(ckpt["student"])
             t.optimizer.load_state_dict(ckpt["optimizer"])
             t.scheduler.load_state_dict(ckpt["scheduler"])
@@ -305,6 +306,19 @@ class Progress:
             # live parameters would then silently become them
             state.last_weights = {k: v.detach().clone() for k, v in t.model.state_dict().items()}
         return state
+
+    def read(self, path: Path, device: torch.device) -> dict | None:
+        """The checkpoint, or None. An unreadable one (truncated, corrupt) is set aside, said so in
+        `set_aside`, and the job starts again: it would otherwise fail the same way on every relaunch."""
+        if not path.exists():
+            return None
+        try:
+            return checkpoint.load(path, device)
+        except Exception as e:  # torch.load raises many kinds on a damaged file
+            aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+            path.rename(aside)
+            self.set_aside = f"{path.name} was unreadable ({type(e).__name__}): set aside as {aside.name}"
+            return None
 
     def add(self, row: dict, model: nn.Module) -> None:
         self.epoch = row["epoch"]

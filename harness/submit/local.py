@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
 from harness import job as job_runner
+from harness.atomic import open_append
 from harness.display import GridDisplay
 from harness.grid import Job
 from harness.submit import Executor
@@ -34,7 +36,11 @@ class LocalExecutor(SequentialExecutor):
 
     def run_one(self, job: Job, on_event) -> dict | None:
         folder = self.folder(job.key)
-        with open(folder / "log.txt", "a") as log:
+        try:
+            log = open_append(folder / "log.txt")
+        except OSError as e:  # e.g. a symbolic link planted there: refused, never followed
+            return {"status": "failed", "error": f"cannot open {folder / 'log.txt'}: {e.strerror}"}
+        with log:
             proc = subprocess.Popen([sys.executable, "-m", "harness.job", str(folder), "--events"],
                                     stdout=subprocess.PIPE, stderr=log, text=True)
             try:
@@ -43,9 +49,21 @@ class LocalExecutor(SequentialExecutor):
                         on_event(json.loads(line[len(job_runner.EVENT_PREFIX):]))
                     else:
                         log.write(line)
+            except BaseException:  # the launcher is interrupted: so is its job, now, not at its end
+                stop(proc)
+                raise
             finally:
                 proc.wait()
         return job_runner.read_json(folder / "result.json")
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """Interrupt a job process (it keeps its last epoch's checkpoint); kill it if it does not stop."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 class DebugExecutor(SequentialExecutor):
@@ -54,4 +72,7 @@ class DebugExecutor(SequentialExecutor):
     name = "debug"
 
     def run_one(self, job: Job, on_event) -> dict | None:
-        return job_runner.run(self.folder(job.key), on_event)
+        try:
+            return job_runner.run(self.folder(job.key), on_event)
+        except job_runner.JobLocked as e:
+            return {"status": "failed", "error": str(e)}
