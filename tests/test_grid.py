@@ -157,7 +157,7 @@ def test_key_sensitive_to_what_matters_and_blind_to_the_rest(tmp_path):
 
     base = keys()
     for changed in ("train.lr=0.05", "train.epochs=3", "methods.kd.alpha=0.5", "data.val_size=1000",
-                    "teachers.r56.seed=1", "data.limit_train=100"):
+                    "teachers.r56.seed=1", "data.limit_train=200"):
         assert keys(changed) != base, changed
     on_slurm = "cluster.executor='slurm'"  # where an explicit bf16 is never refused by this host
     assert keys(on_slurm, "train.mixed_precision='no'") != keys(on_slurm, "train.mixed_precision='bf16'")
