@@ -63,10 +63,15 @@ def test_a_link_planted_as_the_log_is_refused_not_followed(write_grid, tmp_path)
     assert run["status"] != "completed"
 
 
-def _launch_in_background(grid: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "harness.launch", str(grid), "--out", str(out), *ONE,
-                             "--set", "train.epochs=8", "--set", "data.limit_train=500"],
+def _launch_until_first_epoch(write_grid, out: Path) -> tuple[subprocess.Popen, Path]:
+    """A launcher in the background, its one job past its first epoch: (launcher, job folder)."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness.launch", str(write_grid(executor="local")), "--out",
+                             str(out), *ONE, "--set", "train.epochs=8", "--set", "data.limit_train=500"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jobs = out / "tiny" / "jobs"
+    _wait_for(lambda: list(jobs.glob("*/epochs.json")))
+    (folder,) = jobs.iterdir()
+    return proc, folder
 
 
 def _wait_for(condition, timeout_s: float = 240) -> None:
@@ -82,11 +87,7 @@ def _job_processes(folder: Path) -> list[int]:
 
 
 def test_the_launcher_interrupted_alone_stops_its_job_promptly(write_grid, tmp_path):
-    out = tmp_path / "out"
-    proc = _launch_in_background(write_grid(executor="local"), out)
-    jobs = out / "tiny" / "jobs"
-    _wait_for(lambda: list(jobs.glob("*/epochs.json")))
-    (folder,) = jobs.iterdir()
+    proc, folder = _launch_until_first_epoch(write_grid, tmp_path / "out")
     proc.send_signal(signal.SIGINT)  # to the launcher only, as `kill -INT <pid>` does
     started = time.time()
     assert proc.wait(timeout=120) == 130
@@ -96,11 +97,7 @@ def test_the_launcher_interrupted_alone_stops_its_job_promptly(write_grid, tmp_p
 
 
 def test_a_killed_launchers_job_finishes_on_its_own(write_grid, tmp_path):
-    out = tmp_path / "out"
-    proc = _launch_in_background(write_grid(executor="local"), out)
-    jobs = out / "tiny" / "jobs"
-    _wait_for(lambda: list(jobs.glob("*/epochs.json")))
-    (folder,) = jobs.iterdir()
+    proc, folder = _launch_until_first_epoch(write_grid, tmp_path / "out")
     os.kill(proc.pid, signal.SIGKILL)  # the launcher alone; its job is orphaned
     proc.wait()
     _wait_for(lambda: job_runner.read_json(folder / "result.json") is not None)
