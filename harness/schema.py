@@ -1,7 +1,7 @@
 """Every valid key of a grid file: its type, default and meaning. The single place that defines
 valid parameters: validation (`harness.grid`), the README's key reference and `--help` read it.
 
-`affects_result=False` marks keys left out of the job key (DESIGN.md: the key covers everything
+`affects_result=False` marks keys left out of the job key (the key covers everything
 that changes the result and nothing that does not).
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ module whose `losses()` returns every term's named losses in one dict; the train
 them. Terms may own trainable parts (e.g. a FitNet regressor): being sub-modules of the `Method`,
 they are found by the optimizer and saved in checkpoints.
 
-Methods see models only through the feature contract (DESIGN.md): `model(x, features=True)` returns
+Methods see models only through the feature contract (harness/models): `model(x, features=True)` returns
 `(logits, [stage features...])`, the last feature map being the Grad-CAM layer.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Loss = (1 − α) · CE(z_s, y) + α · T² · KL(p_t ‖ softmax(z_s / T)), with p_t = softmax(z_t / T) and
 the KL averaged over the batch. With several teachers, p_t is the mean of their softened
 probabilities (an ensemble in probability space, not of logits). The T² factor keeps the gradient
-scale of the soft term independent of T. Defaults T = 4, α = 0.9 (REFERENCE.md's standard).
+scale of the soft term independent of T. Defaults T = 4, α = 0.9 (Hinton et al.'s and the common CIFAR setting).
 Computed in float32 whatever the autocast precision.
 
 `teacher_cache = "clean"` reads the teachers' logits from the harness's teacher cache (computed

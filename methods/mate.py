@@ -15,7 +15,7 @@ its last feature map (the Grad-CAM channel weights are detached; see `methods.gr
 
 Parameters (`[methods.mate]`) and defaults:
 
-- `temperature` T = 4, `alpha` α = 0.9: the harness's KD standard (REFERENCE.md), so the soft
+- `temperature` T = 4, `alpha` α = 0.9: the harness's KD standard (methods/kd.py), so the soft
   term has the scale of `kd`'s; unlike `kd`, CE keeps weight 1, as the write-up's loss reads.
 - `beta` β = 1: the write-up gives no value; the term is bounded by 2 and starts near 1, the
   scale of CE, so neither drowns the other.

@@ -96,7 +96,7 @@ def test_sbatch_wait_then_sacct_completed(partition: str, tmp_path: Path):
     assert f"hello from job {job_id}" in (tmp_path / f"out-{job_id}.txt").read_text()
     states = _wait_sacct(job_id, want=1)
     assert states.get(job_id) == "COMPLETED", f"sacct -j {job_id}: {states}"
-    # the exact command the brief names
+    # the exact command the README names
     state = _run("sacct", "-j", job_id, "-n", "-X", "-o", "State").stdout.split()
     assert state == ["COMPLETED"]
 

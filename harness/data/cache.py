@@ -34,7 +34,7 @@ NUM_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 3)
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
-# SHA-256 of the official arrays, decoded to uint8 NHWC (see REFERENCE.md).
+# SHA-256 of the official arrays, decoded to uint8 NHWC (computed from the official python batches).
 OFFICIAL_SHA256 = {
     "x_train": "47af8b02cfcfb6cdf3dbbd1969ad7f1b70f4413f6f80f437b020ee4e5bc8304a",
     "y_train": "2b7cd2f24487317614016b72ffd53071c3062f592f0eb300c18a770d41ae1253",

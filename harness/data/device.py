@@ -16,7 +16,7 @@ from torch import Tensor
 
 from methods import Batch
 
-MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10 training-set statistics (REFERENCE.md)
+MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10 training-set statistics (of the official 50,000 training images)
 STD = (0.2470, 0.2435, 0.2616)
 PAD = 4
 
