@@ -2,6 +2,7 @@
 report.md, the PNG figures, partial grids, formats, --compare."""
 import json
 import math
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -302,3 +303,13 @@ def test_teachers_by_grid_name_and_comparisons_within_each_teacher_set(tmp_path,
     summary.print(report.summary_table(pq.read_table(root / "runs.parquet")))
     text = summary.export_text()
     assert "resnet32" in text and "mate_uniform" in text
+
+
+REFERENCE_RESULTS = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "results" / "reference").glob("*/runs.parquet"))
+
+
+@pytest.mark.parametrize("folder", REFERENCE_RESULTS, ids=[p.name for p in REFERENCE_RESULTS])
+def test_the_report_reads_every_committed_reference_result(folder, capsys):
+    assert report.main([str(folder), "--no-write"]) == 0
+    out = capsys.readouterr().out
+    assert "test top-1" in out and "Traceback" not in out
