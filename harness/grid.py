@@ -229,12 +229,16 @@ def check_ranks(grid: dict, problems: list) -> None:
         problems.append(("cluster.tasks_per_job", f"{tasks} tasks on {gpus} GPUs: DDP needs one task per GPU "
                          f"(two ranks on one GPU fail in NCCL, fewer leave GPUs idle); leave it unset or set {gpus}"))
         return
-    recipes = [("train", grid["train"]), *((f"teachers.{n}", t) for n, t in grid["teachers"].items())]
-    for where, recipe in recipes:
+    for where, recipe in recipe_tables(grid):
         batch = recipe.get("batch_size")
         if world > 1 and batch and batch % world:
             problems.append((f"{where}.batch_size", f"{batch} does not split evenly over {world} ranks "
                              f"(cluster.tasks_per_job / gpus_per_job): use a multiple of {world}"))
+
+
+def recipe_tables(grid: dict) -> list[tuple[str, dict]]:
+    """[train] and every teacher's table, with the key path to name in a problem."""
+    return [("train", grid["train"]), *((f"teachers.{n}", t) for n, t in grid["teachers"].items())]
 
 
 TRAIN_IMAGES = {"cifar10": 50_000}  # the official training split, before validation is held out
@@ -246,8 +250,7 @@ def check_batch_sizes(grid: dict, problems: list) -> None:
     if data.get("dataset") not in TRAIN_IMAGES or data.get("val_size") is None:
         return
     n_train = data.get("limit_train") or TRAIN_IMAGES[data["dataset"]] - data["val_size"]
-    recipes = [("train", grid["train"]), *((f"teachers.{n}", t) for n, t in grid["teachers"].items())]
-    for where, recipe in recipes:
+    for where, recipe in recipe_tables(grid):
         if (recipe.get("batch_size") or 0) > n_train:
             problems.append((f"{where}.batch_size", f"{recipe['batch_size']} exceeds the {n_train} training images "
                              "(data.limit_train, or the training set less data.val_size)"))
@@ -261,8 +264,7 @@ def resolve_precision(grid: dict, on_gpu: bool, problems: list) -> None:
 
     here = grid["cluster"].get("executor") != "slurm"
     device = torch.device("cuda" if on_gpu and torch.cuda.is_available() else "cpu")
-    recipes = [("train", grid["train"]), *((f"teachers.{n}", t) for n, t in grid["teachers"].items())]
-    for where, recipe in recipes:
+    for where, recipe in recipe_tables(grid):
         if recipe.get("mixed_precision") is None:
             continue  # a teacher without its own inherits [train]'s
         resolved = recipe["mixed_precision"] = precision.resolve(recipe["mixed_precision"], on_gpu)
