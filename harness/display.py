@@ -7,7 +7,7 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-from harness.grid import Job
+from harness.config.grid import Job
 
 
 def make_console() -> Console:

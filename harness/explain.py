@@ -24,7 +24,7 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 
 def load_student(folder: Path, arch: str, device: torch.device):
-    from harness import checkpoint
+    from harness.models import checkpoint
     from harness.models import build_model
 
     model = build_model(arch)
@@ -41,7 +41,7 @@ def load_student(folder: Path, arch: str, device: torch.device):
 
 def compute(folder: Path, n_images: int, split: str, cam_class: str | None, seed: int = 0) -> dict:
     """Images, maps (S × S, normalised), weights and similarities for `n_images` of `split`."""
-    from harness import checkpoint
+    from harness.models import checkpoint
     from harness.data import load_cifar10
     from harness.data.device import Normalize
     from methods import Batch, Context, Outputs

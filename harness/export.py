@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from harness import checkpoint
+from harness.models import checkpoint
 from harness.models import build_model
 
 

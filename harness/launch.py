@@ -16,12 +16,14 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from harness import collect, grid as gridlib, job as job_runner, report
+from harness.analysis import collect, report
+from harness.config import grid as gridlib
+from harness.run import job as job_runner
 from harness.atomic import atomic_write_json, atomic_write_text
 from harness.display import GridDisplay, make_console
-from harness.grid import GridError, Job, Plan
-from harness.submit import make_executor
-from harness.submit.slurm import SlurmError
+from harness.config.grid import GridError, Job, Plan
+from harness.executors import make_executor
+from harness.executors.slurm import SlurmError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         console.print(plan_table(plan, root))
         return EXIT_OK
-    from harness import robustness
+    from harness.run import robustness
 
     problem = check_data(plan.grid["data"]) or robustness.check_cache(plan.grid["data"]["root"], plan.grid["eval"])
     if problem:
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
         console.print("[yellow]interrupted[/]: relaunch the same command to resume")
         return EXIT_INTERRUPTED
     if args.wait and queued is not None:
-        from harness.status import follow
+        from harness.analysis.status import follow
 
         follow(root, console)
         return finish(plan, root, console)

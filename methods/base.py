@@ -18,28 +18,14 @@ import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 
+from harness.data.device import Batch  # what a term receives: the augmented batch
+
 
 class Outputs(NamedTuple):
     """What a model's `forward(x, features=True)` returns."""
 
     logits: Tensor
     features: list[Tensor]
-
-
-@dataclass
-class Batch:
-    """One training batch as the augmentation produced it (all tensors on the training device).
-
-    `indices` are positions in the training split; `crops` (B, 2) the top-left (row, col) offsets
-    into the 4-pixel-padded image and `flips` (B,) the horizontal flips, so a method can map
-    per-image caches onto the augmented view.
-    """
-
-    images: Tensor
-    labels: Tensor
-    indices: Tensor | None = None
-    crops: Tensor | None = None
-    flips: Tensor | None = None
 
 
 @dataclass

@@ -6,7 +6,7 @@ import torch
 
 from harness.data import load_cifar10
 from harness.data.device import PAD, DeviceData
-from harness.train import lr_factor
+from harness.run.train import lr_factor
 
 
 def data(cifar_root) -> DeviceData:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.schema import reference_markdown
+from harness.config.schema import reference_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("module", ["harness.launch", "harness.data", "harness.collect", "harness.report",
                                     "harness.bench", "harness.job", "harness.status", "harness.export",
-                                    "harness.schema"])
+                                    "harness.schema", "harness.explain"])
 def test_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and "usage: python -m " + module in out.stdout
@@ -26,7 +26,7 @@ def test_readme_documents_every_key():
 
 
 def test_example_grids_are_valid(tmp_path):
-    from harness import grid as gridlib
+    from harness.config import grid as gridlib
 
     for name in ("quick", "paper"):
         plan = gridlib.plan(gridlib.load(ROOT / "grids" / f"{name}.toml"))

@@ -184,7 +184,7 @@ def test_a_job_started_with_every_gpu_visible_resumes_with_one(write_grid, tmp_p
 def test_a_two_process_ddp_job_under_torchrun(write_grid, tmp_path):
     """A job planned for two GPUs (as a SLURM grid with gpus_per_job = 2 plans it: the rank count
     is in its key) and run by torchrun, one rank per GPU over NCCL; rank 0 writes."""
-    from harness import collect
+    from harness.analysis import collect
     from harness.launch import load_plan, parse_args, write_plan
 
     out = tmp_path / "out"

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from harness import evaluate
+from harness.run import evaluate
 
 PROBS = torch.tensor([[0.95, 0.05], [0.95, 0.05], [0.38, 0.62], [0.85, 0.15]])
 LABELS = torch.tensor([0, 1, 1, 0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import torch
 
-from harness import checkpoint
+from harness.models import checkpoint
 from harness.export import main as export
 from harness.launch import main as launch
 

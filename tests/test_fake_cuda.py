@@ -23,7 +23,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode, ShapeEnv
 
-from harness import evaluate, teacher_cache
+from harness.run import evaluate, teacher_cache
 from harness.data import Cifar
 from harness.data.device import PAD, DeviceData, Normalize
 from harness.models import build_model

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from harness import job as job_runner
+from harness.run import job as job_runner
 from harness.launch import main as launch
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -57,7 +57,7 @@ def test_masked_at_is_on_the_scale_of_unmasked_at(mode):
 
 
 def test_paper_mode_refuses_the_code_mode_weight(tmp_path):
-    from harness import grid as gridlib
+    from harness.config import grid as gridlib
 
     path = tmp_path / "g.toml"
     body = 'name = "g"\n[teachers.r]\narch = "resnet20"\n[grid]\nmethod = ["kd+at"]\nteacher_set = [["r"]]\n'
@@ -107,7 +107,7 @@ def outputs(model, x, grad=False):
                                         ("kd+at", "topk")])
 def test_gradients_reach_student_and_regressors_never_teacher(name, mask):
     student, teacher = build_model("resnet20"), build_model("resnet32").eval().requires_grad_(False)
-    from harness.grid import resolve_method
+    from harness.config.grid import resolve_method
 
     spec = resolve_method(name, {"fa": {"mask": mask}, "at": {"mask": mask}}, "", [])
     method = build_method(spec, Context(student, [teacher]))
@@ -196,7 +196,7 @@ def test_soft_mask_sums_to_one_and_resizes():
 
 def test_masks_and_losses_finite_under_bf16():
     student, teacher = build_model("resnet20"), build_model("resnet56").eval().requires_grad_(False)
-    from harness.grid import resolve_method
+    from harness.config.grid import resolve_method
 
     for mask in ("intervention", "gradient", "topk"):
         spec = resolve_method("cakd", {"cakd": {"mask": mask, "soft": mask == "gradient"}}, "", [])
@@ -210,7 +210,7 @@ def test_masks_and_losses_finite_under_bf16():
 
 
 def test_mask_grid_finer_than_the_teacher_map_is_a_grid_error(tmp_path):
-    from harness import grid as gridlib
+    from harness.config import grid as gridlib
 
     path = tmp_path / "g.toml"
     path.write_text('name = "g"\n[teachers.v]\narch = "vgg19_bn"\n[grid]\nmethod = ["cakd"]\n'

@@ -5,8 +5,8 @@ import copy
 
 import pytest
 
-from harness import grid as gridlib
-from harness.grid import GridError, job_key
+from harness.config import grid as gridlib
+from harness.config.grid import GridError, job_key
 from harness.launch import main as launch
 
 BASE = """

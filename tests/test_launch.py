@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from harness.launch import main as launch
-from harness.precision import cpu_has_native_bf16
+from harness.config.precision import cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,7 +140,7 @@ def test_a_job_killed_after_its_last_checkpoint_ends_on_its_last_weights(write_g
     report and save the last epoch's weights, not the best-val ones it loads on the way."""
     import torch
 
-    from harness import checkpoint
+    from harness.models import checkpoint
 
     args = ["--set", "grid.method=['ce']", "--set", "grid.seed=[0]", "--set", "train.epochs=2"]
     out = tmp_path / "out"
@@ -201,7 +201,7 @@ def test_two_launches_of_one_grid_do_not_both_run(write_grid, tmp_path, capsys):
 def test_a_loss_that_becomes_non_finite_fails_the_job_and_keeps_the_last_good_checkpoint(write_grid, tmp_path):
     import torch
 
-    from harness import checkpoint
+    from harness.models import checkpoint
 
     out = tmp_path / "out"
     diverge = ["--set", "grid.method=['ce']", "--set", "grid.seed=[0]", "--set", "train.epochs=2",

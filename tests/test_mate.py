@@ -17,7 +17,7 @@ from harness.data import Cifar
 from harness.data.device import DeviceData
 from harness.launch import main as launch
 from harness.models import StagedNet
-from harness import teacher_cache
+from harness.run import teacher_cache
 from methods import Batch, Context, Outputs, build_method
 from methods.gradcam import CachedTeacher, class_maps, resample, select
 from tests.test_gradcam import Brightness, tiny_net

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import precision
+from harness.config import precision
 from tests.test_grid import BASE, load, problems
 
 
@@ -20,7 +20,7 @@ def test_auto_resolves_per_cpu_and_enters_the_plan(tmp_path, native):
     assert grid["train"]["mixed_precision"] == expected
     assert grid["teachers"]["r56"]["mixed_precision"] is None  # inherits the resolved [train] value
     assert grid["teachers"]["r20"]["mixed_precision"] == "no"
-    from harness import grid as gridlib
+    from harness.config import grid as gridlib
 
     plan = gridlib.plan(grid)
     assert {j.config["recipe"]["mixed_precision"] for j in plan.jobs} == {expected}

@@ -10,8 +10,8 @@ from PIL import Image
 from rich.console import Console
 from scipy import stats as st
 
-from harness import collect, report
-from harness.collect import write_parquet
+from harness.analysis import collect, report, results
+from harness.analysis.collect import write_parquet
 from harness.data.corruptions import EXTRA, STANDARD
 
 CE = {0: 90.0, 1: 91.0, 2: 92.0}
@@ -103,9 +103,9 @@ def make_study_results(root, seeds=(0, 1, 2), c10c_columns=True):
 
 
 def test_tables_hold_the_statistics(tmp_path):
-    res = report.load(make_results(tmp_path / "syn"))
-    (section,) = report.sections(res, "student")
-    (kd,) = [r for r in report.summary_rows(res, section.keys) if r["method"] == "kd"]
+    res = results.load(make_results(tmp_path / "syn"))
+    (section,) = results.sections(res, "student")
+    (kd,) = [r for r in results.summary_rows(res, section.keys) if r["method"] == "kd"]
     assert (kd["done"], kd["planned"]) == (3, 4)  # the pending seed is counted, not averaged
     assert kd["top1_mean"] == pytest.approx(92.0) and kd["top1_std"] == pytest.approx(math.sqrt(1.75))
     half = 4.302653 * math.sqrt(1.75) / math.sqrt(3)
@@ -178,8 +178,8 @@ def _texts(fig) -> list[str]:
 
 
 def test_accuracy_panels_per_teacher_set_with_ce_and_teachers_beside_the_methods(tmp_path):
-    from harness import figures
-    res = report.load(make_study_results(tmp_path / "study", seeds=(0, 1)))
+    from harness.analysis import figures
+    res = results.load(make_study_results(tmp_path / "study", seeds=(0, 1)))
     for r in res.groups[("student", "resnet20", "mate", MULTI)]:  # 2 seeds far apart: t-interval [-117, 157]
         r["test_top1"] = 10.0 if r["seed"] == 0 else 30.0
     fig = figures.fig_accuracy(res, _plt())
@@ -201,8 +201,8 @@ def test_accuracy_panels_per_teacher_set_with_ce_and_teachers_beside_the_methods
 def test_val_curves_show_ce_teachers_and_the_seed_spread_in_every_panel(tmp_path):
     from matplotlib.collections import PolyCollection
 
-    from harness import figures
-    res = report.load(make_study_results(tmp_path / "study"))
+    from harness.analysis import figures
+    res = results.load(make_study_results(tmp_path / "study"))
     fig = figures.fig_val_curves(res, _plt())
     axes = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in axes] == [f"teachers: {SINGLE}", f"teachers: {MULTI}"]
@@ -219,23 +219,23 @@ def test_val_curves_show_ce_teachers_and_the_seed_spread_in_every_panel(tmp_path
 def test_reliability_ece_is_the_tables_ece(tmp_path):
     import re
 
-    from harness import figures
-    res = report.load(make_study_results(tmp_path / "study"))  # test_ece 1, 2, 3 by seed; bins pool to another
+    from harness.analysis import figures
+    res = results.load(make_study_results(tmp_path / "study"))  # test_ece 1, 2, 3 by seed; bins pool to another
     fig = figures.fig_reliability(res, _plt())
     shown = {}
     for label in fig.axes[0].get_legend_handles_labels()[1][1:]:
         method = label.split(" ←")[0]
         shown[method] = float(re.search(r"ECE ([\d.]+) %", label).group(1))
-    table = {r["method"]: r["ece_mean"] for s in report.sections(res, "student")
-             for r in report.summary_rows(res, s.keys)}
+    table = {r["method"]: r["ece_mean"] for s in results.sections(res, "student")
+             for r in results.summary_rows(res, s.keys)}
     assert set(shown) == set(table) and all(shown[m] == pytest.approx(table[m], abs=0.005) for m in shown)
     assert table["kd"] == pytest.approx(2.0)
 
 
 def test_cifar10c_figures_give_images_clean_top1_and_mark_corruptions_outside_the_mean(tmp_path):
-    from harness import figures
+    from harness.analysis import figures
     plt = _plt()
-    res = report.load(make_study_results(tmp_path / "study"))
+    res = results.load(make_study_results(tmp_path / "study"))
     heatmap, severity = figures.fig_c10c_heatmap(res, plt), figures.fig_c10c_severity(res, plt)
     clean = sum(r["test_top1"] + 0.3 for r in res.runs if r["stage"] == "student") / 21
     for fig in (heatmap, severity):
@@ -249,10 +249,10 @@ def test_cifar10c_figures_give_images_clean_top1_and_mark_corruptions_outside_th
 
 
 def test_cifar10c_without_clean_columns_says_n_a(tmp_path, capsys):
-    from harness import figures
+    from harness.analysis import figures
     root = make_study_results(tmp_path / "old", c10c_columns=False)
-    res = report.load(root)
-    (kd,) = [r for r in report.summary_rows(res, report.sections(res, "student")[0].keys) if r["method"] == "kd"]
+    res = results.load(root)
+    (kd,) = [r for r in results.summary_rows(res, results.sections(res, "student")[0].keys) if r["method"] == "kd"]
     assert kd["c10c_mean"] == pytest.approx(kd["top1_mean"] - 18)  # the 15 standard ones only, as the headline
     for fig in (figures.fig_c10c_heatmap(res, _plt()), figures.fig_c10c_severity(res, _plt())):
         assert any("1,000 test images per corruption × severity; clean on same images: n/a" in t for t in _texts(fig))
@@ -264,11 +264,11 @@ def test_cifar10c_without_clean_columns_says_n_a(tmp_path, capsys):
 
 
 def test_p_values_are_holm_adjusted_over_each_table(tmp_path, capsys):
-    from harness import stats
+    from harness.analysis import stats
     root = make_study_results(tmp_path / "study")
-    res = report.load(root)
-    single = report.sections(res, "student")[0]
-    rows = report.summary_rows(res, single.keys)
+    res = results.load(root)
+    single = results.sections(res, "student")[0]
+    rows = results.summary_rows(res, single.keys)
     raw = [r.get(f"d_{ref}_p", math.nan) for r in rows for ref in ("ce", "base")]
     adjusted = [r.get(f"d_{ref}_p_holm", math.nan) for r in rows for ref in ("ce", "base")]
     assert sum(not math.isnan(p) for p in raw) == 5  # kd, kd+fa, cakd vs ce; kd+fa, cakd vs kd
@@ -281,19 +281,19 @@ def test_p_values_are_holm_adjusted_over_each_table(tmp_path, capsys):
 def test_teachers_by_grid_name_and_comparisons_within_each_teacher_set(tmp_path, capsys):
     import pyarrow.parquet as pq
     root = make_study_results(tmp_path / "study")
-    res = report.load(root)
-    (teachers,) = report.sections(res, "teacher")
+    res = results.load(root)
+    (teachers,) = results.sections(res, "teacher")
     assert [k[3] for k in teachers.keys] == ["resnet56", "resnet32", "resnet20"]
-    single, multi = report.sections(res, "student")
+    single, multi = results.sections(res, "student")
     assert (single.teachers, multi.teachers) == (SINGLE, MULTI)
     assert [k[2] for k in single.keys] == ["ce", "kd", "kd+fa", "cakd"]  # ce leads every teacher set's table
     assert [k[2] for k in multi.keys] == ["ce", "kd_avg3", "mate", "mate_uniform"]
-    by = {r["method"]: r for r in report.summary_rows(res, single.keys)}
+    by = {r["method"]: r for r in results.summary_rows(res, single.keys)}
     assert (by["kd+fa"]["d_ce_vs"], by["kd+fa"]["d_base_vs"], by["kd"]["d_base_vs"]) == ("ce", "kd", "")
     assert by["kd"]["d_ce_mean"] == pytest.approx(1.0)  # paired with the teacher-free ce
-    assert not any(r.get("d_base_vs") for r in report.summary_rows(res, multi.keys))  # no kd among the three
-    res = report.load(root, baselines=("kd", "kd_avg3"))
-    by = {r["method"]: r for r in report.summary_rows(res, report.sections(res, "student")[1].keys)}
+    assert not any(r.get("d_base_vs") for r in results.summary_rows(res, multi.keys))  # no kd among the three
+    res = results.load(root, baselines=("kd", "kd_avg3"))
+    by = {r["method"]: r for r in results.summary_rows(res, results.sections(res, "student")[1].keys)}
     assert (by["mate"]["d_base_vs"], by["kd_avg3"]["d_base_vs"]) == ("kd_avg3", "")
     assert report.main([str(root), "--baseline", "kd", "--baseline", "kd_avg3", "--format", "md", "--no-write"]) == 0
     out = capsys.readouterr().out

@@ -148,7 +148,7 @@ def test_frost_dir_is_refused_without_generate_or_photographs(tmp_path, cifar_ro
 
 
 def test_eval_section_is_validated_and_stays_out_of_the_key(tmp_path, c_root):
-    from harness import grid as gridlib
+    from harness.config import grid as gridlib
     from tests.conftest import TINY_GRID
 
     base = TINY_GRID.format(root=c_root, executor="debug")
@@ -191,10 +191,10 @@ def test_tiny_grid_lands_rows_in_robustness_parquet(tmp_path, c_root):
     assert run["cifar10c_mean_over"].startswith("2/15 standard corruptions, severities 1,5, source generated")
     assert run["robustness_eval_s"] > 0
     assert run["cifar10c_images"] == N  # the clean top-1 on those same N test images, beside the corrupted
-    from harness import checkpoint
+    from harness.models import checkpoint
     from harness.data import load_cifar10
     from harness.data.device import DeviceData
-    from harness.evaluate import predict
+    from harness.run.evaluate import predict
 
     model = checkpoint.load_frozen(out / "tiny" / "jobs" / run["job_key"] / "model.pt", "resnet20", torch.device("cpu"),
                                    torch.contiguous_format)

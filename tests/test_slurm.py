@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.launch import main as launch
-from harness.status import job_rows
+from harness.analysis.status import job_rows
 
 ACTIVE = {"pending", "running", "requeued", "configuring", "completing"}
 
@@ -107,7 +107,7 @@ def test_cancelled_job_shows_and_is_rerun_by_next_launch(write_grid, tmp_path):
     subprocess.run(["scancel", row["task"]], check=True)
     (row,) = wait(root, until=lambda rows: rows[0]["state"] not in ACTIVE)
     assert row["state"] == "cancelled"
-    from harness.status import main as status
+    from harness.analysis.status import main as status
 
     assert status([str(root)]) == 1
     assert launch([*args[:-2], "--set", "train.epochs=30"]) == 0
@@ -154,7 +154,7 @@ def test_two_tasks_run_two_ranks(write_grid, tmp_path):
 
 
 def test_launcher_killed_mid_submission_leaves_nothing_orphaned(write_grid, tmp_path, monkeypatch, capsys):
-    from harness.submit.slurm import SlurmExecutor
+    from harness.executors.slurm import SlurmExecutor
 
     def killed(self, tasks):  # sbatch accepted the array, then the launcher died before its records
         raise KeyboardInterrupt

@@ -1,11 +1,11 @@
-"""harness.stats against values computed by hand (and checked against textbook tables)."""
+"""harness.analysis.stats against values computed by hand (and checked against textbook tables)."""
 import math
 
 import numpy as np
 import pytest
 from scipy.stats import t as t_dist
 
-from harness import stats
+from harness.analysis import stats
 
 
 def test_t_quantile_matches_the_table():

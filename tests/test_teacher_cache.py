@@ -1,4 +1,4 @@
-"""The teacher cache (harness.teacher_cache): built once under concurrency, corrupt or partial
+"""The teacher cache (harness.run.teacher_cache): built once under concurrency, corrupt or partial
 caches detected and rebuilt, and `prepare` loading what a method needs onto the device."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import time
 import numpy as np
 import torch
 
-from harness import checkpoint, teacher_cache
+from harness.models import checkpoint
+from harness.run import teacher_cache
 from harness.data.device import DeviceData
 from harness.models import build_model
 from tests.test_mate import blob_cifar

@@ -9,12 +9,29 @@ run was interrupted before it or not.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from methods import Batch
+
+@dataclass
+class Batch:
+    """One training batch as the augmentation produced it (all tensors on the training device).
+
+    `indices` are positions in the training split; `crops` (B, 2) the top-left (row, col) offsets
+    into the 4-pixel-padded image and `flips` (B,) the horizontal flips, so a method can map
+    per-image caches onto the augmented view.
+    """
+
+    images: Tensor
+    labels: Tensor
+    indices: Tensor | None = None
+    crops: Tensor | None = None
+    flips: Tensor | None = None
+
+
 
 MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10 training-set statistics (of the official 50,000 training images)
 STD = (0.2470, 0.2435, 0.2616)

@@ -1,8 +1,8 @@
 """Executors: where and how the jobs of a plan run. One module per backend:
 
-- `local` (harness.submit.local): each job in a fresh process, one after another; or `debug`: in
-  this process (pdb works; tiny data by default, see harness.schema).
-- `slurm` (harness.submit.slurm): one submitit job array per stage, students depending on the
+- `local` (harness.executors.local): each job in a fresh process, one after another; or `debug`: in
+  this process (pdb works; tiny data by default, see harness.config.schema).
+- `slurm` (harness.executors.slurm): one submitit job array per stage, students depending on the
   teacher jobs they need; the launcher returns once everything is queued.
 
 Every executor gets the plan's stages (teachers, then students) as lists of `Job`s whose folders
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import job as job_runner
-from harness.grid import Job
+from harness.run import job as job_runner
+from harness.config.grid import Job
 
 
 class Executor:
@@ -37,8 +37,8 @@ class Executor:
 
 
 def make_executor(root: Path, cluster: dict) -> Executor:
-    from harness.submit.local import DebugExecutor, LocalExecutor
-    from harness.submit.slurm import SlurmExecutor
+    from harness.executors.local import DebugExecutor, LocalExecutor
+    from harness.executors.slurm import SlurmExecutor
 
     classes = {cls.name: cls for cls in (LocalExecutor, DebugExecutor, SlurmExecutor)}
     return classes[cluster["executor"]](root, cluster)

@@ -19,10 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness import checkpoint, precision, robustness, teacher_cache
+from harness.models import checkpoint
+from harness.config import precision
+from harness.run import robustness, teacher_cache
 from harness.data import load_cifar10
 from harness.data.device import DeviceData
-from harness.evaluate import job_metrics, predict
+from harness.run.evaluate import job_metrics, predict
 from harness.models import build_model
 from methods import Batch, Context, Method, Outputs, build_method
 
@@ -151,7 +153,7 @@ def build_trainer(config: dict, runtime: dict, cifar, teachers: list[tuple[str, 
 
 
 def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
-    """Train the job described by `spec` (see harness.job) in `folder`; return its metrics."""
+    """Train the job described by `spec` (see harness.run.job) in `folder`; return its metrics."""
     config, data_cfg = spec["config"], spec["config"]["data"]
     cifar = load_cifar10(spec["data_root"], val_size=data_cfg["val_size"], split_seed=data_cfg["split_seed"],
                          limit_train=data_cfg["limit_train"], limit_test=data_cfg["limit_test"])

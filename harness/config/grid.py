@@ -1,7 +1,7 @@
 """Grid files: TOML → validated, resolved grid → plan of jobs with content keys.
 
 Every problem in a grid file is reported at once, each with its key path and what is allowed;
-nothing runs until the file is clean. See `harness.schema` for the keys.
+nothing runs until the file is clean. See `harness.config.schema` for the keys.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from harness import precision, schema
-from harness.schema import REQUIRED, Key, suggest, type_ok
+from harness.config import precision, schema
+from harness.config.schema import REQUIRED, Key, suggest, type_ok
 from methods import TERMS, VARIANTS
 
 NO_TEACHERS = "none"
@@ -257,7 +257,7 @@ def check_batch_sizes(grid: dict, problems: list) -> None:
 
 
 def resolve_precision(grid: dict, on_gpu: bool, problems: list) -> None:
-    """`auto` becomes what the jobs' hardware runs natively (harness.precision); a precision the
+    """`auto` becomes what the jobs' hardware runs natively (harness.config.precision); a precision the
     jobs would emulate or cannot run is refused where this host can tell (local and debug jobs run
     here; SLURM jobs check their node)."""
     import torch
@@ -341,7 +341,7 @@ def checkpoint_problem(path: Path, arch: str) -> str | None:
     declared architecture: what would otherwise fail inside every job that uses it."""
     import pickle
 
-    from harness.checkpoint import read_state
+    from harness.models.checkpoint import read_state
     from harness.models import build_model
 
     try:

@@ -2,7 +2,7 @@
 computed once per teacher checkpoint and shared by every student job of a grid.
 
 Asked for by a method parameter `teacher_cache = "clean"` (e.g. `[methods.mate]`); the harness
-(`harness.train.build_trainer`) builds or reuses it before training and hands it to the method
+(`harness.run.train.build_trainer`) builds or reuses it before training and hands it to the method
 through `Context.teacher_caches`, one `methods.gradcam.CachedTeacher` per teacher, on the device.
 
 Layout, one folder per teacher × data split × precision::

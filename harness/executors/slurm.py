@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import sys
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import job as job_runner
+from harness.run import job as job_runner
 from harness.atomic import atomic_write_json
-from harness.grid import Job, world_size
-from harness.submit import Executor
+from harness.config.grid import Job, world_size
+from harness.executors import Executor
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
           "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
@@ -64,14 +65,6 @@ class SlurmTask:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
-
-
-def collect_when_done(root: str) -> str:
-    """The grid's last job: merge the results into Parquet as soon as the students are done."""
-    from harness.collect import collect
-
-    runs, _ = collect(Path(root))
-    return f"{runs.num_rows} runs collected"
 
 
 def sbatch_parameters(cluster: dict) -> dict:
@@ -234,7 +227,9 @@ class SlurmExecutor(Executor):
         params.pop("gpus_per_node", None)
         ex.update_parameters(**params, job_name=f"kd-{self.root.name}-collect",
                              dependency="afterany:" + ":".join(arrays))
-        return ex.submit(collect_when_done, str(self.root.resolve())).job_id
+        # the collect command, not its function: the executors sit below the analysis layer
+        collect = submitit.helpers.CommandFunction([sys.executable, "-m", "harness.collect", str(self.root.resolve())])
+        return ex.submit(collect).job_id
 
 
 def chunks(jobs: list[Job], size: int) -> list[list[Job]]:

@@ -6,11 +6,11 @@ import signal
 import subprocess
 import sys
 
-from harness import job as job_runner
+from harness.run import job as job_runner
 from harness.atomic import open_append
 from harness.display import GridDisplay
-from harness.grid import Job
-from harness.submit import Executor
+from harness.config.grid import Job
+from harness.executors import Executor
 
 
 class SequentialExecutor(Executor):

@@ -2,7 +2,7 @@
 CIFAR-10-C heatmap and per-severity accuracy, reliability diagram, confusion matrix of the best
 method. Each is drawn only when its data exists; sized for a paper's text width.
 
-Students are drawn in one panel per teacher set (harness.report.sections), so that every method
+Students are drawn in one panel per teacher set (harness.analysis.results.sections), so that every method
 stands beside what it is compared with: the teacher-free `ce` as a reference band and each of the
 set's teachers as a line. Accuracy axes never leave 0–100 %."""
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness import stats
+from harness.analysis import stats
 from harness.data.corruptions import EXTRA, STANDARD
-from harness.report import (CE, CLASSES, NO_TEACHERS, Results, c10c_clean_text, c10c_images_text, completed,
-                            mean_ece, sections)
+from harness.analysis.results import (CE, CLASSES, NO_TEACHERS, Results, c10c_clean_text, c10c_images_text, completed,
+                                      mean_ece, sections)
 
 FIG_DPI = 200
 FIG_WIDTH = 6.5  # inches: a paper's text width

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from harness.atomic import atomic_write_json
 from harness.data.cifar10c import load_cifar10c
 from harness.data.corruptions import STANDARD, SEVERITIES
-from harness.evaluate import predict
+from harness.run.evaluate import predict
 
 ROBUSTNESS_JSON = "robustness.json"
 

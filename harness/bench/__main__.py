@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from harness import precision
+from harness.config import precision
 from harness.display import make_console
 
 
@@ -77,8 +77,8 @@ def random_cifar(n: int, seed: int = 0):
 
 def config(method: str, options: dict, precision: str, batch: int) -> dict:
     """A job config as the grid would resolve it: method by grid name, `options` its [methods] tables."""
-    from harness import schema
-    from harness.grid import resolve_method
+    from harness.config import schema
+    from harness.config.grid import resolve_method
 
     recipe = {k: v.default for k, v in schema.TRAIN.items() if k != "arch"}
     recipe.update(batch_size=batch, mixed_precision=precision, epochs=1000)
@@ -90,7 +90,7 @@ def config(method: str, options: dict, precision: str, batch: int) -> dict:
 
 
 def harness_trainer(method: str, args, teachers=(), options: dict | None = None):
-    from harness.train import build_trainer
+    from harness.run.train import build_trainer
 
     return build_trainer(config(method, options or {}, args.precision, args.batch), {"channels_last": True},
                          random_cifar(args.steps * args.batch), list(teachers))
@@ -98,7 +98,7 @@ def harness_trainer(method: str, args, teachers=(), options: dict | None = None)
 
 def saved_teacher(arch: str) -> tuple[str, str]:
     """(arch, path) of a randomly initialised teacher checkpoint (speed does not need a trained one)."""
-    from harness import checkpoint
+    from harness.models import checkpoint
     from harness.models import build_model
 
     path = Path(tempfile.mkdtemp()) / f"{arch}.pt"
@@ -108,7 +108,7 @@ def saved_teacher(arch: str) -> tuple[str, str]:
 
 def time_epochs(trainer, repeats: int) -> Callable[[], float]:
     """A callable timing one harness epoch (args.steps steps), seconds per step."""
-    from harness.train import train_epoch
+    from harness.run.train import train_epoch
 
     epoch = iter(range(10**6))
     steps = trainer.data.steps_per_epoch(trainer.recipe["batch_size"])
@@ -226,7 +226,7 @@ def bench_augment(args) -> list[Row]:
 
 
 def bench_plan(args) -> list[Row]:
-    from harness import grid as gridlib
+    from harness.config import grid as gridlib
 
     text = ('name = "bench"\n[teachers.a]\narch = "resnet56"\n[teachers.b]\narch = "resnet110"\n'
             '[grid]\nmethod = ["ce", "kd"]\nseed = [%s]\nteacher_set = [["a"], ["b"], ["a", "b"]]\n'
@@ -250,7 +250,7 @@ def synthetic_results(root: Path, methods=("ce", "kd", "kd+at", "kd+fa", "mate")
 
     import pyarrow as pa
 
-    from harness import collect
+    from harness.analysis import collect
 
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -294,7 +294,7 @@ def synthetic_results(root: Path, methods=("ce", "kd", "kd+at", "kd+fa", "mate")
 
 
 def bench_report(args) -> list[Row]:
-    from harness import report
+    from harness.analysis import report
 
     root = synthetic_results(Path(tempfile.mkdtemp()) / "synthetic")
     times = []
@@ -314,8 +314,8 @@ MATE_TEACHERS = ("resnet110", "densenet121", "vgg19_bn")
 
 def bench_mate(args) -> list[Row]:
     """Issue 4: mate with three teachers, cache off and on; the cache build."""
-    from harness import teacher_cache
-    from harness.train import build_trainer
+    from harness.run import teacher_cache
+    from harness.run.train import build_trainer
 
     teachers = [saved_teacher(arch) for arch in MATE_TEACHERS]
     cache_root = Path(tempfile.mkdtemp())
@@ -369,7 +369,7 @@ def bench_slurm(args) -> list[Row]:
     """On a running SLURM (slurm/local-cluster up): queue a 1,000-job grid (held, then cancelled)
     and count sbatch calls and time to all queued; run one small job and time its wrapper, from
     SLURM's start of the task to the first training step (the job log's "training on" line)."""
-    from harness import job as job_runner
+    from harness.run import job as job_runner
     from harness.data.cache import RawCifar, write_cache
     from harness.launch import main as launch
 
@@ -409,10 +409,10 @@ def bench_robustness(args, corruptions: int = 3, n: int = 10_000) -> list[Row]:
 
     from harness.data.corruptions import ALL
     from harness.data.device import Normalize, to_device
-    from harness.evaluate import predict
+    from harness.run.evaluate import predict
     from harness.models import build_model
-    from harness.robustness import evaluate_corruptions
-    from harness.train import make_accelerator
+    from harness.run.robustness import evaluate_corruptions
+    from harness.run.train import make_accelerator
 
     accelerator = make_accelerator(args.precision)
     device = accelerator.device
