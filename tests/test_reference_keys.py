@@ -1,0 +1,24 @@
+"""The job keys of the committed reference grids are pinned: a change to how keys are computed would
+make every completed job of those result folders (and of users' own) train again. If a change to a
+key is deliberate, regenerate tests/golden/reference_keys.json and say why in the commit."""
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.config import grid as gridlib, precision
+
+ROOT = Path(__file__).resolve().parents[1]
+PINNED = json.loads((ROOT / "tests" / "golden" / "reference_keys.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_reference_grid_keys_are_pinned(name, monkeypatch):
+    # the quick reference grid trained in bf16 on a CPU that has it; keys do not depend on this host
+    monkeypatch.setattr(precision, "bf16_problem", lambda device: None)
+    plan = gridlib.plan(gridlib.load(ROOT / "results" / "reference" / name / "grid.toml"))
+    assert sorted(j.key for j in plan.jobs) == PINNED[name]
+
+
+def test_every_reference_grid_is_pinned():
+    assert sorted(p.parent.name for p in (ROOT / "results" / "reference").glob("*/grid.toml")) == sorted(PINNED)
