@@ -219,3 +219,17 @@ def test_launch_refuses_eval_the_cache_cannot_serve(tmp_path, c_root, capsys):
     out = capsys.readouterr().out
     assert "lacks motion_blur" in out and "--cifar10-c" in out
     assert not (tmp_path / "out" / "tiny" / "jobs").exists()
+
+
+def test_data_verify_rehashes_cifar10c(tmp_path, c_root, capsys):
+    root = tmp_path / "root"
+    shutil.copytree(c_root, root)
+    assert data_main(["verify", "--root", str(root)]) == 0
+    assert "cifar10c matches its manifest" in capsys.readouterr().out
+    path = c_dir(root) / "fog.npy"
+    array = np.load(path)
+    array[3, 5, 7, 1] ^= 1  # one flipped bit in one pixel
+    np.save(path, array)
+    assert data_main(["verify", "--root", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "fog.npy" in err and "--cifar10-c generate" in err

@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ver = commands.add_parser(
         "verify", help="re-hash the cached arrays against the manifest",
-        description="Re-hash every cached array against its manifest digest. "
+        description="Re-hash every cached array (CIFAR-10 and, where prepared, CIFAR-10-C) against its manifest digest. "
                     "Exit codes: 0 intact, 1 missing or corrupt, 2 bad arguments.")
     ver.add_argument("--root", default="~/data", help="data root folder (default: %(default)s)")
     return parser
@@ -95,6 +95,16 @@ def _verify(root: str) -> int:
     official = "yes" if manifest.get("official") else "no"
     print(f"ok: {Path(root).expanduser() / CACHE_DIR} matches its manifest "
           f"(source {manifest.get('source')}, official: {official})")
+    from harness.data.cifar10c import c_dir, verify_c
+
+    try:
+        c_manifest = verify_c(root)
+    except DataError as e:
+        print(f"verify failed: {e}", file=sys.stderr)
+        return 1
+    if c_manifest is not None:
+        print(f"ok: {c_dir(root)} matches its manifest ({len(c_manifest['corruptions'])} corruptions, "
+              f"{c_manifest['images_per_severity']} images per severity)")
     return 0
 
 

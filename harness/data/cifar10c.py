@@ -286,6 +286,24 @@ def available(root: str | os.PathLike[str]) -> dict[str, dict]:
     return dict(manifest["corruptions"]) if manifest else {}
 
 
+def verify_c(root: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Re-hash every CIFAR-10-C array (and the labels) against the manifest; the manifest, or None
+    where there is no CIFAR-10-C cache. Raises DataError naming each file that does not match."""
+    manifest = read_c_manifest(root)
+    if manifest is None:
+        return None
+    rows = 5 * manifest["images_per_severity"]
+    bad = [f"{name}.npy" for name, entry in manifest["corruptions"].items()
+           if not _file_ok(c_dir(root) / f"{name}.npy", entry, rows)]
+    labels = c_dir(root) / "labels.npy"
+    if not _file_ok(labels, {"sha256": manifest.get("labels_sha256")}, rows):
+        bad.append(labels.name)
+    if bad:
+        raise DataError(f"{c_dir(root)}: {', '.join(bad)} missing or not matching the manifest: "
+                        f"{prepare_hint(root)} --force")
+    return manifest
+
+
 def load_cifar10c(root: str | os.PathLike[str], corruptions: str | Sequence[str] = "all",
                   severities: Sequence[int] = C.SEVERITIES, limit: int | None = None
                   ) -> Iterator[tuple[str, int, np.ndarray, np.ndarray, str]]:
