@@ -161,8 +161,18 @@ def test_compare_two_grids(tmp_path, capsys):
 
 
 def test_missing_runs_table_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "jobs").mkdir()  # jobs ran, nothing collected yet
     assert report.main([str(tmp_path)]) == 2
-    assert "harness.collect" in capsys.readouterr().err
+    assert f"python -m harness.collect {tmp_path}" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_no_grid_is_not_sent_to_collect(tmp_path, capsys):
+    assert report.main([str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "no such results folder" in err and "harness.launch" in err and "harness.collect" not in err
+    assert report.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a grid's results folder" in err and "harness.collect" not in err
 
 
 def _plt():

@@ -382,6 +382,17 @@ def report(root: Path, fmt: str = "rich", compare: Path | None = None, write: bo
     return 0
 
 
+def unreportable(root: Path) -> str | None:
+    """Why `root` cannot be reported on, with what to do about it; None when it can."""
+    if (root / "runs.parquet").is_file():
+        return None
+    if (root / "jobs").is_dir():
+        return f"no {root / 'runs.parquet'} yet; run `python -m harness.collect {root}` first"
+    if root.is_dir():
+        return f"{root} is not a grid's results folder (no runs.parquet, no jobs/): give results/<grid>"
+    return f"no such results folder {root}: launch the grid first (`python -m harness.launch GRID.toml`)"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -397,8 +408,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; do not write report/")
     args = parser.parse_args(argv)
     for root in [args.root] + ([args.compare] if args.compare else []):
-        if not (root / "runs.parquet").is_file():
-            print(f"error: no {root / 'runs.parquet'}; run `python -m harness.collect {root}` first", file=sys.stderr)
+        problem = unreportable(root)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
             return 2
     return report(args.root, args.format, args.compare, write=not args.no_write,
                   baselines=tuple(args.baseline or DEFAULT_BASELINES))
