@@ -12,6 +12,12 @@ SHAPES = {
     "resnet110": [(16, 32, 32), (32, 16, 16), (64, 8, 8)],
     "vgg19_bn": [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4)],
     "densenet121": [(256, 32, 32), (512, 16, 16), (1024, 8, 8), (1024, 4, 4)],
+    "resnet8x4": [(64, 32, 32), (128, 16, 16), (256, 8, 8)],
+    "resnet32x4": [(64, 32, 32), (128, 16, 16), (256, 8, 8)],
+    "wrn_16_2": [(32, 32, 32), (64, 16, 16), (128, 8, 8)],
+    "wrn_40_2": [(32, 32, 32), (64, 16, 16), (128, 8, 8)],
+    "vgg8": [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4)],
+    "vgg13": [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4)],
 }
 # Measured counts, 10 classes (ResNet20 0.27 M and ResNet110 1.7 M as in He et al. 2016).
 PARAMS = {
@@ -21,7 +27,31 @@ PARAMS = {
     "resnet110": 1_727_962,
     "vgg19_bn": 20_035_018,
     "densenet121": 6_956_298,
+    "resnet8x4": 1_210_410,
+    "resnet32x4": 7_410_730,
+    "wrn_16_2": 691_674,
+    "wrn_40_2": 2_243_546,
+    "vgg8": 3_918_858,
+    "vgg13": 9_416_010,
 }
+# Measured counts, 100 classes, against the CIFAR-100 distillation benchmark's published figures
+# (Tian et al. 2020, CRD / RepDistiller). The six benchmark models equal what RepDistiller's own
+# definitions yield, to the parameter.
+PARAMS_100 = {
+    "resnet8x4": 1_233_540,   # published 1.23 M
+    "resnet32x4": 7_433_860,  # published 7.43 M
+    "wrn_16_2": 703_284,      # published 0.70 M
+    "wrn_40_2": 2_255_156,    # published 2.26 M
+    "vgg8": 3_965_028,        # published 3.96 M (the reference's exact count; 3.965 M is truncated there)
+    "vgg13": 9_462_180,       # published 9.46 M
+    # RepDistiller's CIFAR ResNets use option-B (1x1 conv + BN) shortcuts, ours option A (He et al.):
+    # the reference counts are 278_324 / 861_620 / 1_736_564, i.e. 2_752 more each.
+    "resnet20": 275_572,      # published 0.28 M
+    "resnet56": 858_868,      # published 0.86 M
+    "resnet110": 1_733_812,   # published 1.74 M (option B); 1.73 M with option A
+}
+PUBLISHED_100 = {"resnet8x4": 1.23e6, "resnet32x4": 7.43e6, "wrn_16_2": 0.70e6, "wrn_40_2": 2.26e6,
+                 "vgg8": 3.96e6, "vgg13": 9.46e6, "resnet20": 0.28e6, "resnet56": 0.86e6, "resnet110": 1.74e6}
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -45,6 +75,21 @@ def test_parameter_counts(arch_model):
     arch, model = arch_model
     assert count_parameters(model) == PARAMS[arch]
     assert count_parameters(build_model(arch, num_classes=100)) == PARAMS[arch] + 90 * (model.fc.in_features + 1)
+
+
+@pytest.mark.parametrize("arch", sorted(PARAMS_100))
+def test_parameter_counts_100_classes(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=100).eval()
+    assert count_parameters(model) == PARAMS_100[arch]
+    # Within a hundredth of a million of the published figure (rounding, or option A vs B; see above).
+    assert abs(PARAMS_100[arch] - PUBLISHED_100[arch]) < 0.01e6
+    # The feature contract holds at 100 classes too.
+    x = torch.randn(2, 3, 32, 32)
+    logits, feats = model(x, features=True)
+    assert logits.shape == (2, 100) and torch.equal(model(x), logits)
+    assert [tuple(f.shape[1:]) for f in feats] == SHAPES[arch] == model.feature_shapes(32)
+    assert torch.equal(model.head(feats[-1]), logits)
 
 
 @pytest.mark.parametrize("arch, lo, hi", [("resnet20", 0.26e6, 0.28e6), ("resnet110", 1.70e6, 1.75e6),

@@ -1,4 +1,5 @@
-"""The model zoo: CIFAR-10 (32x32) ResNets, VGG19-BN and DenseNet-121, all with one feature contract.
+"""The model zoo: CIFAR (32x32) ResNets, VGG19-BN and DenseNet-121, and the CIFAR-100 distillation
+benchmark's ResNet8x4/32x4, WRN-16-2/40-2 and VGG8/13 (Tian et al. 2020), all with one feature contract.
 
     model = build_model("resnet56", num_classes=10)
     logits = model(x)
@@ -40,6 +41,8 @@ class StagedNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -71,8 +74,9 @@ class StagedNet(nn.Module):
 
 
 from .densenet import densenet121  # noqa: E402  (the submodules need StagedNet above)
-from .resnet import resnet20, resnet32, resnet56, resnet110  # noqa: E402
-from .vgg import vgg19_bn  # noqa: E402
+from .resnet import resnet8x4, resnet20, resnet32, resnet32x4, resnet56, resnet110  # noqa: E402
+from .vgg import vgg8, vgg13, vgg19_bn  # noqa: E402
+from .wrn import wrn_16_2, wrn_40_2  # noqa: E402
 
 _REGISTRY: dict[str, Callable[..., StagedNet]] = {
     "resnet20": resnet20,
@@ -81,6 +85,12 @@ _REGISTRY: dict[str, Callable[..., StagedNet]] = {
     "resnet110": resnet110,
     "vgg19_bn": vgg19_bn,
     "densenet121": densenet121,
+    "resnet8x4": resnet8x4,
+    "resnet32x4": resnet32x4,
+    "wrn_16_2": wrn_16_2,
+    "wrn_40_2": wrn_40_2,
+    "vgg8": vgg8,
+    "vgg13": vgg13,
 }
 ARCHS: tuple[str, ...] = tuple(_REGISTRY)
 
