@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakedata import make_fake_cifar_cache
+from tests.fakedata import make_fake_cifar100_cache, make_fake_cifar_cache
 
 TINY_GRID = """
 name = "tiny"
@@ -39,6 +39,14 @@ executor = "{executor}"
 def cifar_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     make_fake_cifar_cache(root, n_train=600, n_test=200)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar100_root(tmp_path_factory) -> Path:
+    """A fake CIFAR-100 cache (1,000 training images: 10 per class; 200 test images: 2 per class)."""
+    root = tmp_path_factory.mktemp("data100")
+    make_fake_cifar100_cache(root, n_train=1000, n_test=200)
     return root
 
 

@@ -1,4 +1,5 @@
-"""Tiny stand-ins for CIFAR-10 in tests: a canonical cache, and the official python batch format.
+"""Tiny stand-ins for CIFAR-10 and CIFAR-100 in tests: a canonical cache, and the official python
+formats (CIFAR-10's batches, CIFAR-100's train/test/meta with fine and coarse labels).
 
 Images are learnable on purpose: each class has its own colour and stripe pattern under noise, so a
 small convnet (or even a per-class mean colour) separates them within an epoch or two, and both
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.cache import RawCifar, cache_dir, write_cache
+from harness.data.datasets import CIFAR100
 
 LABEL_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer",
                b"dog", b"frog", b"horse", b"ship", b"truck"]
@@ -80,5 +82,64 @@ def make_fake_python_batches(folder: str | os.PathLike[str], n_per_batch: int = 
     _write_batch(folder / "test_batch", raw.x_test, raw.y_test, b"testing batch 1 of 1")
     meta = {b"num_cases_per_batch": n_per_batch, b"label_names": LABEL_NAMES, b"num_vis": 3072}
     with open(folder / "batches.meta", "wb") as f:
+        pickle.dump(meta, f, protocol=2)
+    return raw
+
+
+# ------------------------------------------------------------------------------------- CIFAR-100
+
+def fake_images_many(labels: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """(N, 32, 32, 3) uint8 for any number of classes: a colour and a stripe pattern per class."""
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    k = np.arange(num_classes, dtype=np.float32)
+    colours = 128 + 100 * np.stack([np.sin(2.4 * k), np.sin(2.4 * k + 2.1), np.sin(2.4 * k + 4.2)], 1)
+    angles, periods = np.pi * ((0.618 * k) % 1), 4 + (k % 5)
+    stripes = np.sin(2 * np.pi * (xx * np.cos(angles[labels])[:, None, None]
+                                  + yy * np.sin(angles[labels])[:, None, None]) / periods[labels][:, None, None])
+    images = (colours[labels][:, None, None, :] + 30 * stripes[..., None]
+              + rng.normal(0, 10, (len(labels), 32, 32, 3)).astype(np.float32))
+    return np.clip(images, 0, 255).astype(np.uint8)
+
+
+def fake_raw100(n_train: int, n_test: int, seed: int = 0) -> RawCifar:
+    """Fake CIFAR-100 arrays: balanced fine labels, their official superclasses as coarse labels."""
+    rng = np.random.default_rng(seed)
+    to_coarse = np.asarray(CIFAR100.fine_to_coarse, dtype=np.uint8)
+    labels = [rng.permutation(np.arange(n) % CIFAR100.num_classes).astype(np.uint8) for n in (n_train, n_test)]
+    return RawCifar(x_train=fake_images_many(labels[0], CIFAR100.num_classes, rng), y_train=labels[0],
+                    x_test=fake_images_many(labels[1], CIFAR100.num_classes, rng), y_test=labels[1],
+                    y_train_coarse=to_coarse[labels[0]], y_test_coarse=to_coarse[labels[1]])
+
+
+def make_fake_cifar100_cache(root: str | os.PathLike[str], n_train: int = 1000, n_test: int = 200,
+                             seed: int = 0) -> Path:
+    """Write a valid CIFAR-100 cache (source "fake") under ``root``; returns ``<root>/cifar100``."""
+    write_cache(root, fake_raw100(n_train, n_test, seed), source="fake", dataset="cifar100")
+    return cache_dir(root, "cifar100")
+
+
+def _write_cifar100_file(path: Path, x: np.ndarray, y: np.ndarray, coarse: np.ndarray, label: bytes) -> None:
+    planar = x.transpose(0, 3, 1, 2).reshape(len(x), 3 * 32 * 32)  # NHWC -> RRR..GGG..BBB
+    batch = {b"filenames": [b"fake_%05d.png" % i for i in range(len(x))], b"batch_label": label,
+             b"fine_labels": [int(v) for v in y], b"coarse_labels": [int(v) for v in coarse], b"data": planar}
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+
+
+def make_fake_cifar100_python(folder: str | os.PathLike[str], n_train: int = 200, n_test: int = 100,
+                              seed: int = 0) -> RawCifar:
+    """Write train, test and meta in the official cifar-100-python format (a dict per file with
+    bytes keys: data (N, 3072) uint8 channel-planar, fine_labels, coarse_labels, filenames,
+    batch_label; meta: fine_label_names, coarse_label_names).
+
+    Returns the arrays a correct reader must produce (NHWC, fine labels as y_*)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = fake_raw100(n_train, n_test, seed)
+    _write_cifar100_file(folder / "train", raw.x_train, raw.y_train, raw.y_train_coarse, b"training batch 1 of 1")
+    _write_cifar100_file(folder / "test", raw.x_test, raw.y_test, raw.y_test_coarse, b"testing batch 1 of 1")
+    meta = {b"fine_label_names": [n.encode() for n in CIFAR100.class_names],
+            b"coarse_label_names": [n.encode() for n in CIFAR100.coarse_class_names]}
+    with open(folder / "meta", "wb") as f:
         pickle.dump(meta, f, protocol=2)
     return raw

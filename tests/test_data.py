@@ -140,7 +140,8 @@ def test_digests_are_checked_once_per_change_of_the_files(fake_root: Path, monke
     from harness.data import cache
 
     hashed = []
-    monkeypatch.setattr(cache, "verify_cache", lambda root: hashed.append(root) or cache.read_manifest(root))
+    monkeypatch.setattr(cache, "verify_cache",
+                        lambda root, dataset="cifar10": hashed.append(root) or cache.read_manifest(root, dataset))
     load_cifar10(fake_root, val_size=100)
     load_cifar10(fake_root, val_size=100)
     assert len(hashed) <= 1  # at most once: an earlier test may have verified this cache already

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from harness.data import datasets as D
+
 
 @dataclass
 class Batch:
@@ -33,8 +35,8 @@ class Batch:
 
 
 
-MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10 training-set statistics (of the official 50,000 training images)
-STD = (0.2470, 0.2435, 0.2616)
+MEAN = D.CIFAR10.mean  # CIFAR-10 training-set statistics (of the official 50,000 training images)
+STD = D.CIFAR10.std  # (each dataset's are in harness.data.datasets: DeviceData normalises with its data's)
 PAD = 4
 
 
@@ -45,12 +47,14 @@ def to_device(array: np.ndarray, device: torch.device) -> Tensor:
 
 
 class Normalize:
-    """uint8 NHWC → float NCHW (channels_last memory), (x/255 − mean)/std as one multiply-add."""
+    """uint8 NHWC → float NCHW (channels_last memory), (x/255 − mean)/std as one multiply-add.
 
-    def __init__(self, device: torch.device):
-        std = torch.tensor(STD, device=device)
-        self.scale = (1 / (255 * std)).view(1, 3, 1, 1)
-        self.shift = (-torch.tensor(MEAN, device=device) / std).view(1, 3, 1, 1)
+    The statistics are CIFAR-10's unless given (``D.get(name).mean``/``.std`` for another dataset)."""
+
+    def __init__(self, device: torch.device, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD):
+        std_t = torch.tensor(std, device=device)
+        self.scale = (1 / (255 * std_t)).view(1, 3, 1, 1)
+        self.shift = (-torch.tensor(mean, device=device) / std_t).view(1, 3, 1, 1)
 
     def __call__(self, images: Tensor) -> Tensor:
         return torch.addcmul(self.shift, images.permute(0, 3, 1, 2).float(), self.scale)
@@ -66,7 +70,8 @@ class DeviceData:
         self.train_labels = to_device(cifar.y_train.astype(np.int64), device)
         self.val = (to_device(cifar.x_val, device), to_device(cifar.y_val.astype(np.int64), device))
         self.test = (to_device(cifar.x_test, device), to_device(cifar.y_test.astype(np.int64), device))
-        self.normalize = Normalize(device)
+        spec = D.get(getattr(cifar, "dataset", D.DEFAULT))  # normalised with its own dataset's statistics
+        self.normalize = Normalize(device, spec.mean, spec.std)
         size = cifar.x_train.shape[1]
         self.offsets = torch.arange(size, device=device)
 

