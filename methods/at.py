@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from methods.base import Context, Term, register
-from methods.causal_mask import DEFAULTS as MASK_DEFAULTS, MODES as MASK_MODES, CausalMask, to_pixels
+from methods.base import Context, Param, Term, register
+from methods.causal_mask import DEFAULTS as MASK_DEFAULTS, CausalMask, to_pixels
 
 
 def attention(feature: Tensor, p: float = 2.0, size: int | None = None) -> Tensor:
@@ -62,13 +62,13 @@ def at_distance(a_s: Tensor, a_t: Tensor, mode: str, weights: Tensor | None = No
 @register
 class AttentionTransfer(Term):
     name = "at"
-    defaults = {"weight": 1000.0, "p": 2.0, "mode": "code", "pairs": [[0, 0], [1, 1], [2, 2]], **MASK_DEFAULTS}
-    choices = {"mode": ("code", "paper"), "mask": MASK_MODES}
+    defaults = {"weight": 1000.0, "p": 2.0, "mode": Param("code", choices=("code", "paper")),
+                "pairs": [[0, 0], [1, 1], [2, 2]], **MASK_DEFAULTS}
     uses_teachers = True
-    needs_teacher_features = True
 
     def __init__(self, ctx: Context, **params):
         super().__init__(ctx, **params)
+        # two parameters together: beyond what a declaration can say
         if self.params["mode"] == "paper" and self.params["weight"] == self.defaults["weight"]:
             raise ValueError(f"at: mode = 'paper' with weight = {self.defaults['weight']:g} (the code mode's β, which "
                              "gives paper-mode losses in the thousands); set at's weight for the paper's "

@@ -1,16 +1,33 @@
 """The method interface: a distillation method is a sum of named loss terms.
 
-A *term* (`Term`) is a small `nn.Module` registered under a name (`ce`, `kd`, ...). A *method* is an
-ordered set of terms (`kd+fa+at`, or a named variant in the grid file), built into one `Method`
-module whose `losses()` returns every term's named losses in one dict; the trainer sums and logs
-them. Terms may own trainable parts (e.g. a FitNet regressor): being sub-modules of the `Method`,
-they are found by the optimizer and saved in checkpoints.
+A *term* (`Term`) is a small `nn.Module` in a module of this package, made available to grid files
+under its `name` by `@register` (every module of the package is imported at start-up, see
+methods/__init__.py: a new file is all it takes). A term declares
+
+- `defaults`: every parameter with its default, a plain value or `Param(default, choices=...,
+  minimum=..., above=..., maximum=...)`. The grid validates grid files against this declaration
+  (naming the key, the value and what is allowed); a term built by hand is checked against it too;
+- `uses_teachers` and `supervises`, the two flags the harness branches on (see `Term`); a third
+  capability, `cached`, is the term's parameter `teacher_cache` (declared as `TEACHER_CACHE`) set to
+  "clean";
+
+and implements `losses(batch, student, teachers) -> {name: loss}`, reading its parameters from
+`self.params` and where training is from `self.progress` (`Progress`, set by the trainer before
+each step), e.g. a warm-up: `weight * min(1, self.progress.epoch_float / warmup_epochs)`.
+`epoch_summary` may add numbers to the epoch table.
+
+A *method* is an ordered set of terms (`kd+fa+at`, a variant registered with `register_variant`,
+or a grid's `[methods.<name>]` table), built into one `Method` module whose `losses()` returns every
+term's named losses in one dict; the trainer sums and logs them. A method none of whose terms
+supervises gets `ce` added. Terms may own trainable parts (e.g. a FitNet regressor): being
+sub-modules of the `Method`, they are found by the optimizer and saved in checkpoints.
 
 Methods see models only through the feature contract (harness/models): `model(x, features=True)` returns
 `(logits, [stage features...])`, the last feature map being the Grad-CAM layer.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
@@ -42,27 +59,84 @@ class Context:
     teacher_names: list[str] = field(default_factory=list)  # the grid's teacher labels (for logs)
 
 
-class Term(nn.Module):
-    """One ingredient of a method. Subclasses set the class attributes and implement `losses`."""
+@dataclass(frozen=True)
+class Progress:
+    """Where training is, set on the method by the trainer before each step (`Method.progress`)."""
 
-    name: ClassVar[str]
-    defaults: ClassVar[dict[str, Any]] = {}  # every accepted parameter with its default
-    choices: ClassVar[dict[str, tuple]] = {}  # the allowed values of parameters that are a choice
-    uses_teachers: ClassVar[bool] = False
-    supervises: ClassVar[bool] = False  # True: the term returns the student's own "ce" loss
-    needs_teacher_features: ClassVar[bool] = False  # reads the teachers' feature maps
+    epoch: int = 0  # the current epoch, from 0
+    step: int = 0  # the step within it, from 0
+    steps_per_epoch: int = 1
+    epochs: int = 1  # of the whole run
 
     @property
-    def supplies_teacher_outputs(self) -> bool:
-        """True where `teacher_outputs` replaces the teachers' forward: a term with the parameter
-        `teacher_cache = "clean"` reads the teachers' logits on the clean images from the cache."""
-        return self.params.get("teacher_cache") == "clean"
+    def epoch_float(self) -> float:
+        """Epochs done, fractional: 0 at the first step of the run."""
+        return self.epoch + self.step / self.steps_per_epoch
+
+
+@dataclass(frozen=True)
+class Param:
+    """A term parameter declared with what it allows; its type is that of the default."""
+
+    default: Any
+    choices: tuple = ()
+    minimum: float | None = None  # value ≥ minimum
+    above: float | None = None  # value > above
+    maximum: float | None = None  # value ≤ maximum
+
+    def problem(self, value: Any) -> str | None:
+        """What the declaration says against `value`, or None (types are left to the grid)."""
+        if self.choices and value not in self.choices:
+            return f"allowed: {', '.join(map(repr, self.choices))}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        for bound, ok, text in ((self.minimum, operator.ge, "≥"), (self.above, operator.gt, ">"),
+                                (self.maximum, operator.le, "≤")):
+            if bound is not None and not ok(value, bound):
+                return f"must be {text} {bound}"
+        return None
+
+
+TEACHER_CACHE = Param("off", choices=("off", "clean"))  # declared as `teacher_cache`, makes a term `cached`
+
+
+class Term(nn.Module):
+    """One ingredient of a method. Subclasses set `name` (and `defaults`, the flags) and implement `losses`."""
+
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}  # declared: values or Params; once the class exists: the values
+    parameters: ClassVar[dict[str, Param]] = {}  # the declaration, made from `defaults` (grid validation reads it)
+    uses_teachers: ClassVar[bool] = False  # the grid gives the method teacher sets; the trainer runs them
+    supervises: ClassVar[bool] = False  # returns the student's own "ce" loss; else the method gets `ce`
+    progress: Progress = Progress()  # set by the trainer before each step
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if "defaults" in cls.__dict__:  # the subclass's own declaration (an inherited one is split already)
+            cls.parameters = {k: v if isinstance(v, Param) else Param(v) for k, v in cls.defaults.items()}
+            cls.defaults = {k: p.default for k, p in cls.parameters.items()}
 
     def __init__(self, ctx: Context, **params: Any):
         super().__init__()
         self.params = {**self.defaults, **params}
+        self.check(ctx)
         self._caches = ctx.teacher_caches  # a plain attribute: held, never saved
         self._n_teachers = len(ctx.teachers)
+
+    def check(self, ctx: Context) -> None:
+        """The declaration, for terms built by hand (the grid has checked a grid's before)."""
+        for key, value in self.params.items():
+            problem = self.parameters[key].problem(value) if key in self.parameters else None
+            if problem:
+                raise ValueError(f"{self.name}: {key} = {value!r}: {problem}")
+        if self.uses_teachers and not ctx.teachers:
+            raise ValueError(f"{self.name} needs at least one teacher")
+
+    @property
+    def cached(self) -> bool:
+        """`teacher_cache = "clean"`: the teachers' logits of the clean images come from the harness's
+        cache (`cache()`) and replace the teachers' forward for the whole method."""
+        return self.params.get("teacher_cache") == "clean"
 
     def cache(self) -> list:
         """The teacher cache the harness handed over (one CachedTeacher per teacher)."""
@@ -73,13 +147,6 @@ class Term(nn.Module):
 
     def losses(self, batch: Batch, student: Outputs, teachers: list[Outputs]) -> dict[str, Tensor]:
         raise NotImplementedError
-
-    def teacher_outputs(self, batch: Batch) -> list[Outputs] | None:
-        """The teachers' outputs when this term supplies them (the cached clean-view logits of the
-        batch's images, no feature maps); None: the teachers run on the batch."""
-        if not self.supplies_teacher_outputs:
-            return None
-        return [Outputs(c.logits[batch.indices], []) for c in self.cache()]
 
     def epoch_summary(self, probe: Batch) -> dict[str, float]:
         """Numbers to log in the epoch table (e.g. what a mask did), after each epoch. `probe` is a
@@ -126,15 +193,24 @@ class Method(nn.Module):
     def uses_teachers(self) -> bool:
         return any(t.uses_teachers for t in self.terms)
 
+    @property
+    def progress(self) -> Progress:
+        return self.terms[0].progress
+
+    @progress.setter
+    def progress(self, value: Progress) -> None:
+        for term in self.terms:  # each term reads it as `self.progress`
+            term.progress = value
+
     def teacher_outputs(self, batch: Batch) -> list[Outputs]:
-        """Frozen teachers under inference mode, unless a term supplies their outputs. The outputs
-        are cloned out of inference mode because autograd may save them for the student's backward."""
+        """Frozen teachers under inference mode, or a cached term's cache (the clean view's logits of
+        the batch's images, no feature maps). The outputs are cloned out of inference mode because
+        autograd may save them for the student's backward."""
         if not self.uses_teachers:
             return []
-        for term in self.terms:
-            supplied = term.teacher_outputs(batch)
-            if supplied is not None:
-                return supplied
+        cached = next((t for t in self.terms if t.cached), None)
+        if cached is not None:
+            return [Outputs(c.logits[batch.indices], []) for c in cached.cache()]
         with torch.inference_mode():
             outs = [teacher(batch.images, features=True) for teacher in self.teachers]
         return [Outputs(l.clone(), [f.clone() for f in fs]) for l, fs in outs]
@@ -162,11 +238,12 @@ def check_composition(terms: list[Term]) -> None:
     if len(supervising) > 1:
         raise ValueError(f"{' and '.join(supervising)} each supervise the student (each returns its own 'ce'); "
                          "compose at most one of them")
-    suppliers = [t.name for t in terms if t.supplies_teacher_outputs]
-    readers = [t.name for t in terms if t.needs_teacher_features]
-    if suppliers and readers:
-        raise ValueError(f"{suppliers[0]} supplies cached teacher outputs without feature maps, which "
-                         f"{', '.join(readers)} need: set its teacher_cache = 'off'")
+    cached = [t.name for t in terms if t.cached]
+    others = [t.name for t in terms if t.uses_teachers and not t.cached]
+    if cached and others:  # the cache replaces the teachers' forward for every term
+        raise ValueError(f"{cached[0]} supplies cached teacher outputs without feature maps (the clean view's "
+                         f"logits), which {', '.join(others)} would get instead of the teachers' own: "
+                         "set its teacher_cache = 'off'")
 
 
 def build_method(spec: dict[str, Any], ctx: Context) -> Method:

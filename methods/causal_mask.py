@@ -32,10 +32,11 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from methods.base import Batch, Context, Outputs, register_variant
+from methods.base import Batch, Context, Outputs, Param, register_variant
 
 MODES = ("none", "topk", "intervention", "gradient")
-DEFAULTS = {"mask": "none", "cells": 4, "keep": 0.5, "soft": False, "mask_stage": -1}
+DEFAULTS = {"mask": Param("none", choices=MODES), "cells": 4, "keep": Param(0.5, above=0, maximum=1), "soft": False,
+            "mask_stage": -1}  # the mask parameters of the terms that take one (fa, at)
 
 
 def cell_ids(height: int, width: int, cells: int, device) -> Tensor:
@@ -119,11 +120,7 @@ class CausalMask:
         self.mode, self.cells, self.keep = params["mask"], params["cells"], params["keep"]
         self.soft, self.stage = params["soft"], params["mask_stage"]
         self.teachers, self.shared = ctx.teachers, ctx.shared
-        if self.mode not in MODES:
-            raise ValueError(f"mask = {self.mode!r}: allowed {', '.join(MODES)}")
-        if not 0 < self.keep <= 1:
-            raise ValueError(f"keep = {self.keep}: must be in (0, 1]")
-        for t in self.teachers if self.active else []:
+        for t in self.teachers if self.active else []:  # the models' map sizes: beyond the grid's declaration
             size = 32 // t.feature_strides[self.stage]
             if size < self.cells:
                 raise ValueError(f"cells = {self.cells} needs a map of at least {self.cells}×{self.cells}; "

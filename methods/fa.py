@@ -21,7 +21,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from methods.base import Context, Term, register
-from methods.causal_mask import DEFAULTS as MASK_DEFAULTS, MODES as MASK_MODES, CausalMask, to_pixels
+from methods.causal_mask import DEFAULTS as MASK_DEFAULTS, CausalMask, to_pixels
 
 
 def regressor(c_in: int, c_out: int) -> nn.Sequential:
@@ -48,9 +48,7 @@ def fa_distance(student: Tensor, teacher: Tensor, weights: Tensor | None = None)
 class FeatureAlignment(Term):
     name = "fa"
     defaults = {"weight": 100.0, "pairs": [[2, 2]], **MASK_DEFAULTS}
-    choices = {"mask": MASK_MODES}
     uses_teachers = True
-    needs_teacher_features = True
 
     def __init__(self, ctx: Context, **params):
         super().__init__(ctx, **params)

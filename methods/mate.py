@@ -61,7 +61,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from methods.base import Batch, Context, Outputs, Term, cross_entropy, register
+from methods.base import TEACHER_CACHE, Batch, Context, Outputs, Param, Term, cross_entropy, register
 from methods.gradcam import CachedTeacher, class_maps, normalize, resample, select
 
 
@@ -78,25 +78,15 @@ class Attribution(NamedTuple):
 @register
 class MateKD(Term):
     name = "mate"
-    defaults = {"temperature": 4.0, "alpha": 0.9, "beta": 1.0, "tau": 0.1, "weighting": "gradcam",
-                "cam_class": "label", "cam_size": 0, "teacher_cache": "off"}
-    choices = {"weighting": ("gradcam", "uniform", "confidence"), "cam_class": ("label", "pred"),
-               "teacher_cache": ("off", "clean")}
+    defaults = {"temperature": Param(4.0, above=0), "alpha": 0.9, "beta": 1.0, "tau": Param(0.1, above=0),
+                "weighting": Param("gradcam", choices=("gradcam", "uniform", "confidence")),
+                "cam_class": Param("label", choices=("label", "pred")),
+                "cam_size": Param(0, minimum=0), "teacher_cache": TEACHER_CACHE}  # cam_size 0: the coarsest map
     uses_teachers = True
     supervises = True
 
     def __init__(self, ctx: Context, **params):
         super().__init__(ctx, **params)
-        for key, allowed in self.choices.items():
-            if self.params[key] not in allowed:
-                raise ValueError(f"mate: {key} = {self.params[key]!r}; allowed: {', '.join(allowed)}")
-        for key in ("temperature", "tau"):
-            if not self.params[key] > 0:
-                raise ValueError(f"mate: {key} must be > 0, got {self.params[key]!r}")
-        if self.params["cam_size"] < 0:
-            raise ValueError(f"mate: cam_size must be ≥ 0 (0: the coarsest map), got {self.params['cam_size']}")
-        if not ctx.teachers:
-            raise ValueError("mate needs at least one teacher")
         self.label_smoothing = ctx.label_smoothing
         # Plain lists: held, not owned (never saved with the method, never optimised).
         self._student = [ctx.student]
@@ -107,12 +97,6 @@ class MateKD(Term):
         self.teacher_labels = [re.sub(r"[^0-9A-Za-z_]+", "_", n) for n in names]
         self._sums: dict[str, Tensor] = {}
         self._count = 0
-
-    # ------------------------------------------------------------------ teachers
-
-    @property
-    def cached(self) -> bool:
-        return self.supplies_teacher_outputs
 
     # ------------------------------------------------------------------ maps and weights
 

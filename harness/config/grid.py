@@ -436,8 +436,10 @@ def teacher_sets_of(spec: dict, grid: dict) -> list[list[str]]:
 
 
 def term_params(term: str, tables: dict, options: dict, variant: str, problems: list) -> dict:
+    """A term's parameters, checked against its declaration (`Term.defaults`, `methods.base.Param`)."""
     defaults = TERMS[term].defaults
-    keys = {k: Key(_toml_type(v), v, choices=TERMS[term].choices.get(k, ())) for k, v in defaults.items()}
+    keys = {k: Key(_toml_type(p.default), p.default, choices=p.choices, minimum=p.minimum, above=p.above,
+                   maximum=p.maximum) for k, p in TERMS[term].parameters.items()}
     base = {k: v for k, v in tables.get(term, {}).items() if k not in METHOD_KEYS} if term in TERMS else {}
     shared = {k: v for k, v in options.items() if k in defaults}
     own = options.get(term, {}) if isinstance(options.get(term), dict) else {}

@@ -27,6 +27,7 @@ from harness.data.device import DeviceData
 from harness.run.evaluate import job_metrics, predict
 from harness.models import build_model
 from methods import Batch, Context, Method, Outputs, build_method
+from methods import Progress as StepProgress  # what a term sees (this module's Progress: the job's state)
 
 Emit = Callable[[dict], None]
 PROGRESS_EVERY_S = 1.0
@@ -214,6 +215,7 @@ def train_epoch(t: Trainer, epoch: int, report: Callable[[dict], None] = lambda 
                                    t.accelerator.num_processes)
     watch = NonFiniteWatch(t.data.device)
     for step, batch in enumerate(batches):
+        t.method.progress = StepProgress(epoch, step, steps, t.recipe["epochs"])
         with t.accelerator.autocast():
             teacher_outs = t.method.teacher_outputs(batch)
         losses, logits = t.wrapped(batch, teacher_outs)
