@@ -62,7 +62,7 @@ def at_distance(a_s: Tensor, a_t: Tensor, mode: str, weights: Tensor | None = No
 @register
 class AttentionTransfer(Term):
     name = "at"
-    defaults = {"weight": 1000.0, "p": 2.0, "mode": Param("code", choices=("code", "paper")),
+    defaults = {"weight": Param(1000.0, minimum=0), "p": Param(2.0, above=0), "mode": Param("code", choices=("code", "paper")),
                 "pairs": [[0, 0], [1, 1], [2, 2]], **MASK_DEFAULTS}
     uses_teachers = True
 

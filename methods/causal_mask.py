@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from methods.base import Batch, Context, Outputs, Param, register_variant
 
 MODES = ("none", "topk", "intervention", "gradient")
-DEFAULTS = {"mask": Param("none", choices=MODES), "cells": 4, "keep": Param(0.5, above=0, maximum=1), "soft": False,
+DEFAULTS = {"mask": Param("none", choices=MODES), "cells": Param(4, minimum=1), "keep": Param(0.5, above=0, maximum=1), "soft": False,
             "mask_stage": -1}  # the mask parameters of the terms that take one (fa, at)
 
 

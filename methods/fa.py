@@ -20,7 +20,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 import torch.nn.functional as F
 
-from methods.base import Context, Term, register
+from methods.base import Context, Param, Term, register
 from methods.causal_mask import DEFAULTS as MASK_DEFAULTS, CausalMask, to_pixels
 
 
@@ -47,7 +47,7 @@ def fa_distance(student: Tensor, teacher: Tensor, weights: Tensor | None = None)
 @register
 class FeatureAlignment(Term):
     name = "fa"
-    defaults = {"weight": 100.0, "pairs": [[2, 2]], **MASK_DEFAULTS}
+    defaults = {"weight": Param(100.0, minimum=0), "pairs": [[2, 2]], **MASK_DEFAULTS}
     uses_teachers = True
 
     def __init__(self, ctx: Context, **params):

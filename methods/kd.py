@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from methods.base import TEACHER_CACHE, Context, Term, cross_entropy, register
+from methods.base import TEACHER_CACHE, Context, Param, Term, cross_entropy, register
 
 
 def soft_targets(teacher_logits: list[Tensor], temperature: float) -> Tensor:
@@ -34,7 +34,8 @@ def kd_loss(student_logits: Tensor, targets: Tensor, temperature: float) -> Tens
 @register
 class KnowledgeDistillation(Term):
     name = "kd"
-    defaults = {"temperature": 4.0, "alpha": 0.9, "teacher_cache": TEACHER_CACHE}
+    defaults = {"temperature": Param(4.0, above=0), "alpha": Param(0.9, minimum=0, maximum=1),
+                "teacher_cache": TEACHER_CACHE}
     uses_teachers = True
     supervises = True
 

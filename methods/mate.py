@@ -78,7 +78,8 @@ class Attribution(NamedTuple):
 @register
 class MateKD(Term):
     name = "mate"
-    defaults = {"temperature": Param(4.0, above=0), "alpha": 0.9, "beta": 1.0, "tau": Param(0.1, above=0),
+    defaults = {"temperature": Param(4.0, above=0), "alpha": Param(0.9, minimum=0, maximum=1),
+                "beta": Param(1.0, minimum=0), "tau": Param(0.1, above=0),
                 "weighting": Param("gradcam", choices=("gradcam", "uniform", "confidence")),
                 "cam_class": Param("label", choices=("label", "pred")),
                 "cam_size": Param(0, minimum=0), "teacher_cache": TEACHER_CACHE}  # cam_size 0: the coarsest map

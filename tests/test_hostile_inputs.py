@@ -42,6 +42,12 @@ CASES = [  # (id, extra arguments or a grid-file edit, what the message must con
     ("uneven-ranks", [SET, "cluster.executor='slurm'", SET, "cluster.tasks_per_job=3"], "train.batch_size: 32 does not split"),
     ("fp16-on-cpu", [SET, "train.mixed_precision='fp16'"], "train.mixed_precision: 'fp16' needs a CUDA GPU"),
     ("batch-above-data", [SET, "train.batch_size=301"], "train.batch_size: 301 exceeds the 300 training images"),
+    ("milestone-past-end", [SET, "train.schedule='multistep'", SET, "train.milestones=[1, 50]"],
+     "train.milestones: 50 is past the last epoch"),
+    ("kd-temperature-zero", [SET, "methods.kd.temperature=0"], "methods.kd.temperature: must be > 0"),
+    ("kd-alpha-above-one", [SET, "methods.kd.alpha=1.5"], "methods.kd.alpha: must be ≤ 1"),
+    ("at-weight-negative", [SET, "grid.method=['at']", SET, "methods.at.weight=-1"], "methods.at.weight: must be ≥ 0"),
+    ("mask-cells-zero", [SET, "grid.method=['cakd']", SET, "methods.cakd.cells=0"], "cells: must be ≥ 1"),
     ("teacher-batch-above-data", [SET, "teachers.small.batch_size=100000"], "teachers.small.batch_size: 100000 exceeds"),
 ]
 

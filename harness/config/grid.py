@@ -202,6 +202,7 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
     resolve_precision(grid, on_gpu, problems)
     check_ranks(grid, problems)
     check_batch_sizes(grid, problems)
+    check_milestones(grid, problems)
     timing = cluster.get("signal_delay_s"), cluster.get("timeout_min")  # absent where invalid (reported)
     if cluster.get("executor") == "slurm" and None not in timing and timing[0] + 60 >= timing[1] * 60:
         problems.append(("cluster.signal_delay_s", f"{cluster['signal_delay_s']} s leaves no time to train before the "
@@ -254,6 +255,19 @@ def check_batch_sizes(grid: dict, problems: list) -> None:
         if (recipe.get("batch_size") or 0) > n_train:
             problems.append((f"{where}.batch_size", f"{recipe['batch_size']} exceeds the {n_train} training images "
                              "(data.limit_train, or the training set less data.val_size)"))
+
+
+def check_milestones(grid: dict, problems: list) -> None:
+    """A multistep milestone past the last epoch would never lower the learning rate."""
+    for where, table in recipe_tables(grid):
+        recipe = recipe_for(grid, None if where == "train" else table)
+        if recipe.get("schedule") != "multistep" or not isinstance(recipe.get("epochs"), int):
+            continue
+        late = [m for m in recipe.get("milestones") or [] if isinstance(m, (int, float)) and m >= 1
+                and m > recipe["epochs"]]
+        if late:
+            problems.append((f"{where}.milestones", f"{late[0]} is past the last epoch ({recipe['epochs']}); "
+                             "values < 1 are fractions of the epochs"))
 
 
 def resolve_precision(grid: dict, on_gpu: bool, problems: list) -> None:
