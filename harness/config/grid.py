@@ -197,6 +197,7 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
     check_method_tables(grid["methods"], problems)
     check_grid_axes(grid, problems)
     check_eval(grid["eval"], problems)
+    check_tracking(grid, problems)
     cluster = grid["cluster"]
     on_gpu = cluster.get("gpus_per_job", 0) > 0 if cluster.get("executor") == "slurm" else cuda_available
     resolve_precision(grid, on_gpu, problems)
@@ -302,6 +303,27 @@ def check_eval(table: dict, problems: list) -> None:
                 problems.append((f"eval.corruptions[{i}]", f"unknown corruption {name!r}" + suggest(name, ALL)))
     if any(s > 5 for s in table.get("severities") or []):
         problems.append(("eval.severities", f"severities are 1..5, got {table['severities']}"))
+
+
+def check_tracking(grid: dict, problems: list) -> None:
+    """[tracking]: known backends whose packages are installed here (a missing one is named with the
+    extra that installs it, now rather than as a warning in every job); the project defaults to
+    the grid name, and a relative SQLite path of mlflow_uri is taken from where launch runs."""
+    import importlib.util
+
+    table = grid["tracking"]
+    for i, name in enumerate(table.get("backends") or []):
+        if name not in schema.TRACKERS:
+            problems.append((f"tracking.backends[{i}]", f"unknown backend {name!r}" + suggest(name, schema.TRACKERS)))
+            continue
+        missing = [m for m in schema.TRACKERS[name] if importlib.util.find_spec(m) is None]
+        if missing:
+            problems.append((f"tracking.backends[{i}]", f"{name!r} needs {', '.join(missing)}, not installed "
+                             f"here: pip install 'kd-harness[{name}]'"))
+    table["project"] = table.get("project") or grid.get("name")
+    uri, relative = table.get("mlflow_uri"), re.compile(r"sqlite:///(?![/:])(.+)")
+    if isinstance(uri, str) and relative.fullmatch(uri):
+        table["mlflow_uri"] = "sqlite:///" + str(Path(relative.fullmatch(uri)[1]).expanduser().resolve())
 
 
 def check_method_tables(tables: dict, problems: list) -> None:
@@ -512,6 +534,8 @@ def plan(grid: dict) -> Plan:
     jobs = _unique(teachers + students)
     for job in jobs:  # evaluation settings: not in the key (they change no training result)
         job.runtime["eval"] = dict(grid["eval"])
+        if grid.get("tracking", {}).get("backends"):  # nor how a run is watched
+            job.runtime["tracking"] = dict(grid["tracking"])
     return Plan(grid, jobs, external)
 
 

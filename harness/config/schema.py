@@ -123,7 +123,22 @@ EVAL = {
                  optional=True, minimum=1, **_eval),
 }
 
-SECTIONS = {"data": DATA, "train": TRAIN, "grid": GRID, "eval": EVAL, "cluster": CLUSTER}
+# Experiment tracking (harness.run.tracking): how runs are watched, never what they compute.
+# Each backend: the modules it needs, installed by the extra of the same name (pyproject.toml).
+TRACKERS = {"tensorboard": ("tensorboard",), "wandb": ("wandb",), "mlflow": ("mlflow", "sqlalchemy", "alembic")}
+_tracking = dict(affects_result=False)
+TRACKING = {
+    "backends": Key("list[str]", [], "experiment trackers, one run per job, resumed with the job: any of "
+                    "\"tensorboard\", \"wandb\", \"mlflow\" (each an extra: pip install 'kd-harness[wandb]')",
+                    **_tracking),
+    "project": Key("str", doc="W&B project and MLflow experiment (default: the grid name)", optional=True, **_tracking),
+    "mlflow_uri": Key("str", doc="MLflow tracking URI (default: sqlite:///<out>/<name>/mlflow.db; a relative "
+                      "sqlite path is taken from where launch runs)", optional=True, **_tracking),
+    "wandb_mode": Key("str", doc="W&B mode; unset: W&B's own setting (WANDB_MODE, `wandb offline`)", optional=True,
+                      choices=("online", "offline"), **_tracking),
+}
+
+SECTIONS = {"data": DATA, "train": TRAIN, "grid": GRID, "eval": EVAL, "cluster": CLUSTER, "tracking": TRACKING}
 
 
 def suggest(word: str, options) -> str:
@@ -152,7 +167,8 @@ def type_ok(value: Any, type_: str) -> bool:
 def reference_markdown() -> str:
     """The README's key reference, generated from the tables above (`python -m harness.schema`)."""
     sections = [("top level", TOP), ("[data]", DATA), ("[train]", TRAIN),
-                ("[teachers.NAME]", TEACHER), ("[grid]", GRID), ("[eval]", EVAL), ("[cluster]", CLUSTER)]
+                ("[teachers.NAME]", TEACHER), ("[grid]", GRID), ("[eval]", EVAL), ("[cluster]", CLUSTER),
+                ("[tracking]", TRACKING)]
     lines = []
     for title, keys in sections:
         lines += [f"**{title}**", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]

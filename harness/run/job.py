@@ -98,6 +98,8 @@ class JobLog:
             self.line(f"epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f} ({terms}), "
                       f"train {event['train_top1']:.2f}%, val {event['val_top1']:.2f}%, "
                       f"{event['epoch_time_s']:.1f}s, {event['images_per_s']:.0f} img/s")
+        elif kind == "log":  # a line for the log alone, e.g. where the tracking runs are, or a tracker's warning
+            self.line(event["text"])
         self.forward(event)
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from harness.models import checkpoint
 from harness.config import precision
-from harness.run import robustness, teacher_cache
+from harness.run import robustness, teacher_cache, tracking
 from harness.data import load_cifar10
 from harness.data.device import DeviceData
 from harness.run.evaluate import job_metrics, predict
@@ -49,7 +49,8 @@ class Student(nn.Module):
 DDP_TIMEOUT = timedelta(minutes=5)  # a rank stuck in a collective fails after this, not NCCL's default
 
 
-def make_accelerator(precision: str):
+def make_accelerator(precision: str, log_with=None, project_dir: str | None = None):
+    """`log_with`, `project_dir`: the job's experiment trackers (harness.run.tracking.JobRun)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import InitProcessGroupKwargs
@@ -58,6 +59,7 @@ def make_accelerator(precision: str):
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
+                       log_with=log_with, project_dir=project_dir,
                        kwargs_handlers=[InitProcessGroupKwargs(timeout=DDP_TIMEOUT)])
 
 
@@ -112,11 +114,12 @@ class Trainer:
 
 
 def build_trainer(config: dict, runtime: dict, cifar, teachers: list[tuple[str, str]],
-                  cache_root: Path | None = None, teacher_names: list[str] = ()) -> Trainer:
+                  cache_root: Path | None = None, teacher_names: list[str] = (),
+                  run: tracking.JobRun = tracking.NONE) -> Trainer:
     """Accelerator, on-device data, student, frozen teachers (arch, checkpoint path), method, optimiser.
     A method that asks for the teacher cache gets it (built under `cache_root` where missing)."""
     recipe = config["recipe"]
-    accelerator = make_accelerator(recipe["mixed_precision"])
+    accelerator = make_accelerator(recipe["mixed_precision"], **run.accelerator_kwargs())
     device = accelerator.device
     precision.check(recipe["mixed_precision"], device)
     configure_backends(device, runtime)
@@ -159,10 +162,17 @@ def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
     cifar = load_cifar10(spec["data_root"], val_size=data_cfg["val_size"], split_seed=data_cfg["split_seed"],
                          limit_train=data_cfg["limit_train"], limit_test=data_cfg["limit_test"])
     names = spec["teacher_set"].split("+") if spec.get("teachers") else []
+    run = tracking.JobRun(spec, folder, emit)  # [tracking]: a warning at worst, never the job's failure
     try:
         t = build_trainer(config, spec["runtime"], cifar, [tuple(x) for x in spec["teachers"]],
+                          run=run,
                           cache_root=folder.resolve().parent.parent / "teacher_cache", teacher_names=names)
-        return train_and_evaluate(t, spec, folder, emit)
+        metrics = train_and_evaluate(t, spec, folder, emit, run)
+        run.end(metrics)
+        return metrics
+    except Exception:
+        run.end(failed=True)
+        raise
     finally:  # on success, and on a failure, so that no other rank waits on this one in a collective
         end_process_group()
 
@@ -172,7 +182,7 @@ def end_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-def train_and_evaluate(t: Trainer, spec: dict, folder: Path, emit: Emit) -> dict:
+def train_and_evaluate(t: Trainer, spec: dict, folder: Path, emit: Emit, run: tracking.JobRun = tracking.NONE) -> dict:
     """The epochs (resumed where the checkpoint left off), then the end-of-job metrics."""
     config, names = spec["config"], spec["teacher_set"].split("+") if spec.get("teachers") else []
     epochs, steps = t.recipe["epochs"], t.data.steps_per_epoch(t.recipe["batch_size"])
@@ -180,6 +190,7 @@ def train_and_evaluate(t: Trainer, spec: dict, folder: Path, emit: Emit) -> dict
     emit({"event": "start", "epochs": epochs, "steps_per_epoch": steps, "resumed_from": state.epoch,
           "set_aside": state.set_aside,
           "history": state.history, "device": str(t.data.device), "world_size": t.accelerator.num_processes})
+    run.start(t.accelerator, state.epoch, state.history)
     for epoch in range(state.epoch, epochs):
         row = train_epoch(t, epoch, lambda info: emit({"event": "step", "epoch": epoch, **info}))
         row["val_top1"] = t.evaluate(t.data.val)
@@ -188,6 +199,7 @@ def train_and_evaluate(t: Trainer, spec: dict, folder: Path, emit: Emit) -> dict
         if t.accelerator.is_main_process:
             state.save(folder, t)
         emit({"event": "epoch", **row, "epochs": epochs})
+        run.log_epoch(row)  # after the checkpoint: a resume starts after the epochs the trackers have
 
     metrics = {"test_top1": t.evaluate(t.data.test), "device": str(t.data.device),
                "world_size": t.accelerator.num_processes,
