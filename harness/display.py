@@ -8,6 +8,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgress
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from harness.config.grid import Job
+from harness.run.layout import State
 
 
 def make_console() -> Console:
@@ -68,7 +69,7 @@ class GridDisplay:
             self.progress.remove_task(self.job_task)
             self.job_task = None
         self.progress.advance(self.grid_task)
-        if result and result["status"] == "completed":
+        if result and result["status"] == State.COMPLETED:
             self.console.print(f"[green]✓[/] {describe(job)}: test top-1 {result['test_top1']:.2f}%, "
                                f"{result['wall_time_s']:.0f}s")
         else:

@@ -13,12 +13,13 @@ here (what the teacher cache holds), on the CPU or the GPU, in float32.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from harness.run.layout import JobPaths
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -27,14 +28,15 @@ def load_student(folder: Path, arch: str, device: torch.device):
     from harness.models import checkpoint
     from harness.models import build_model
 
-    model = build_model(arch)
-    if (folder / "model.pt").is_file():
-        state = checkpoint.load(folder / "model.pt")["state_dict"]
-    elif (folder / "checkpoint.pt").is_file():  # an unfinished job: its last completed epoch
-        student = checkpoint.load(folder / "checkpoint.pt")["student"]
+    model, paths = build_model(arch), JobPaths(folder)
+    if paths.model.is_file():
+        state = checkpoint.load(paths.model)["state_dict"]
+    elif paths.checkpoint.is_file():  # an unfinished job: its last completed epoch
+        student = checkpoint.load(paths.checkpoint)["student"]
         state = {k[len("model."):]: v for k, v in student.items() if k.startswith("model.")}
     else:
-        raise FileNotFoundError(f"{folder} holds no model.pt or checkpoint.pt: has the job trained?")
+        raise FileNotFoundError(f"{folder} holds no {paths.model.name} or {paths.checkpoint.name}: "
+                                "has the job trained?")
     model.load_state_dict(state)
     return model.requires_grad_(False).eval().to(device)
 
@@ -47,7 +49,7 @@ def compute(folder: Path, n_images: int, split: str, cam_class: str | None, seed
     from methods import Batch, Context, Outputs
     from methods.mate import MateKD
 
-    spec = json.loads((folder / "job.json").read_text())
+    spec = JobPaths(folder).read_spec()
     config, data_cfg = spec["config"], spec["config"]["data"]
     cifar = load_cifar10(spec["data_root"], val_size=data_cfg["val_size"], split_seed=data_cfg["split_seed"],
                          limit_train=data_cfg["limit_train"], limit_test=data_cfg["limit_test"])
@@ -146,8 +148,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the choice of images (default 0)")
     parser.add_argument("--out", type=Path, help="the PNG to write (default: <folder>/explain.png)")
     args = parser.parse_args(argv)
-    if not (args.folder / "job.json").is_file():
-        print(f"error: no job.json in {args.folder}", file=sys.stderr)
+    paths = JobPaths(args.folder)
+    if not paths.spec.is_file():
+        print(f"error: no {paths.spec.name} in {args.folder}", file=sys.stderr)
         return 2
     from harness.data import DataError
 
@@ -156,7 +159,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = args.out or args.folder / "explain.png"
+    out = args.out or paths.explain
     draw(info, out)
     print(f"wrote {out}")
     return 0

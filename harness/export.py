@@ -12,16 +12,18 @@ import torch
 
 from harness.models import checkpoint
 from harness.models import build_model
+from harness.run.layout import JobPaths, State
 
 
 def export(folder: Path, out: Path) -> dict[str, str]:
-    spec = json.loads((folder / "job.json").read_text())
-    result = json.loads((folder / "result.json").read_text())
-    if result.get("status") != "completed":
+    paths = JobPaths(folder)
+    spec = paths.read_spec()
+    result = json.loads(paths.result.read_text())  # raises where there is none: nothing to export
+    if result.get("status") != State.COMPLETED:
         raise ValueError(f"{folder}: the job is {result.get('status')!r}, not completed")
     arch = spec["config"]["arch"]
     model = build_model(arch)
-    model.load_state_dict(checkpoint.read_state(folder / "model.pt"))
+    model.load_state_dict(checkpoint.read_state(paths.model))
     metadata = {"job_key": spec["key"], "seed": str(spec["seed"]), "test_top1": f"{result['test_top1']:.2f}",
                 "git_commit": str(result.get("git_commit")), "epochs": str(spec["config"]["recipe"]["epochs"])}
     checkpoint.save_safetensors(out, arch, model, metadata)

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from harness.analysis import collect, report
 from harness.config import grid as gridlib
-from harness.run import job as job_runner
+from harness.run.layout import FOLDER_STATES, GridPaths, State
 from harness.atomic import atomic_write_json, atomic_write_text
 from harness.display import GridDisplay, make_console
 from harness.config.grid import GridError, Job, Plan
@@ -116,11 +116,12 @@ class GridLocked(Exception):
 def grid_lock(root: Path):
     """One launch of a grid at a time: two would train (or queue) the same jobs twice."""
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".launch.lock", "a+") as lock:
+    path = GridPaths(root).launch_lock
+    with open(path, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise GridLocked(f"another launch of this grid holds {root / '.launch.lock'}; wait for it to finish") from None
+            raise GridLocked(f"another launch of this grid holds {path}; wait for it to finish") from None
         yield
 
 
@@ -135,8 +136,9 @@ def run_here(plan: Plan, root: Path, executor, console) -> int:
 def finish(plan: Plan, root: Path, console) -> int:
     runs, _ = collect.collect(root)
     console.print(report.summary_table(runs, title=f"{plan.grid['name']}: test top-1 (%)"))
-    console.print(f"results: {root}/runs.parquet, {root}/epochs.parquet")
-    done = sum(1 for s in runs.column("status").to_pylist() if s == "completed")
+    grid = GridPaths(root)
+    console.print(f"results: {grid.runs_table}, {grid.epochs_table}")
+    done = sum(1 for s in runs.column("status").to_pylist() if s == State.COMPLETED)
     return EXIT_OK if done == len(plan.jobs) else EXIT_FAILED
 
 
@@ -157,31 +159,33 @@ def submit(plan: Plan, root: Path, executor, console) -> list[str] | None:
 
 def write_plan(plan: Plan, root: Path, args) -> None:
     """The grid file as run, the plan, and each job's spec, before anything starts."""
+    grid = GridPaths(root)
     overrides = "".join(f"# --set {o}\n" for o in args.overrides)
-    atomic_write_text(root / "grid.toml", overrides + args.grid.read_text())
-    atomic_write_json(root / "plan.json", gridlib.to_record(plan))
+    atomic_write_text(grid.grid_file, overrides + args.grid.read_text())
+    atomic_write_json(grid.plan, gridlib.to_record(plan))
     archs = {j.key: j.arch for j in plan.jobs}
     data_root = str(Path(plan.grid["data"]["root"]).expanduser().resolve())
+    resolved = GridPaths(root.resolve())
     for job in plan.jobs:
-        teachers = [[archs[k], str(root.resolve() / "jobs" / k / "model.pt")] if k in archs
+        teachers = [[archs[k], str(resolved.job(k).model)] if k in archs
                     else [plan.external[k]["arch"], plan.external[k]["path"]] for k in job.teachers]
         spec = {"key": job.key, "grid": plan.grid["name"], "stage": job.stage, "method": job.method,
                 "seed": job.seed, "teacher_set": job.teacher_set, "config": job.config,
                 "runtime": job.runtime, "data_root": data_root, "teachers": teachers,
                 "executor": plan.grid["cluster"]["executor"]}
-        atomic_write_json(root / "jobs" / job.key / "job.json", spec)
+        atomic_write_json(grid.job(job.key).spec, spec)
 
 
 def announce(plan: Plan, root: Path, console, to_run: list[Job]) -> list[Job]:
     """Say what relaunching finds; return `to_run` (the executor's choice of jobs to start)."""
-    states = {j.key: job_runner.state(root / "jobs" / j.key) for j in plan.jobs}
-    counts = {s: sum(1 for j in to_run if states[j.key] == s) for s in job_runner.STATES}
-    done = sum(1 for v in states.values() if v == "completed")
+    states = {j.key: GridPaths(root).job(j.key).state() for j in plan.jobs}
+    counts = {s: sum(1 for j in to_run if states[j.key] == s) for s in FOLDER_STATES}
+    done = sum(1 for v in states.values() if v == State.COMPLETED)
     busy = len(plan.jobs) - done - len(to_run)
     console.print(f"[bold]{plan.grid['name']}[/]: {len(plan.jobs)} jobs — {done} completed (skipped), "
                   + (f"{busy} queued or running (left alone), " if busy else "")
-                  + f"{counts['partial']} to resume, {counts['failed']} failed before (re-run), "
-                  f"{counts['new']} new; executor {plan.grid['cluster']['executor']}; results in {root}")
+                  + f"{counts[State.PARTIAL]} to resume, {counts[State.FAILED]} failed before (re-run), "
+                  f"{counts[State.NEW]} new; executor {plan.grid['cluster']['executor']}; results in {root}")
     return to_run
 
 
@@ -198,7 +202,7 @@ def plan_table(plan: Plan, root: Path) -> Table:
         table.add_column(column, justify="right" if column in ("params (M)", "seed", "epochs") else "left")
     for job in plan.jobs:
         table.add_row(job.stage, job.key, job.arch, f"{params[job.arch]:.2f}", job.method, str(job.seed),
-                      job.teacher_set, str(job.config["recipe"]["epochs"]), job_runner.state(root / "jobs" / job.key))
+                      job.teacher_set, str(job.config["recipe"]["epochs"]), GridPaths(root).job(job.key).state())
     return table
 
 

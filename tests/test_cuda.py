@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from harness.launch import main as launch
+from harness.run.layout import GridPaths, JobPaths, State
 
 ROOT = Path(__file__).resolve().parents[1]
 GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -50,10 +51,11 @@ def grid_with(write_grid, tmp_path: Path, extra: str = "") -> Path:
 
 def completed(out: Path, name: str = "tiny") -> tuple[list[dict], list[dict]]:
     """The runs and epochs tables, every run completed (a failure shows its error)."""
-    runs = pq.read_table(out / name / "runs.parquet").to_pylist()
-    epochs = pq.read_table(out / name / "epochs.parquet").to_pylist()
+    grid = GridPaths(out / name)
+    runs = pq.read_table(grid.runs_table).to_pylist()
+    epochs = pq.read_table(grid.epochs_table).to_pylist()
     for run in runs:
-        assert run["status"] == "completed", (run["method"], run.get("error"))
+        assert run["status"] == State.COMPLETED, (run["method"], run.get("error"))
     return runs, epochs
 
 
@@ -83,8 +85,8 @@ def test_a_tiny_grid_runs_end_to_end_on_cuda(write_grid, tmp_path):
     for run in runs:
         bins = json.loads(run["test_reliability"])
         assert len(bins) == 15 and sum(b["count"] for b in bins) == 100  # limit_test
-        assert (out / "tiny" / "jobs" / run["job_key"] / "model.pt").is_file()
-    confusion = pq.read_table(out / "tiny" / "confusion.parquet").to_pylist()
+        assert GridPaths(out / "tiny").job(run["job_key"]).model.is_file()
+    confusion = pq.read_table(GridPaths(out / "tiny").confusion_table).to_pylist()
     assert sum(c["count"] for c in confusion) == 2 * 100
 
 
@@ -144,18 +146,19 @@ def tail(path: Path, chars: int = 4000) -> str:
     return path.read_text()[-chars:] if path.is_file() else f"(no {path.name})"
 
 
-def kill_after_the_first_checkpoint(proc: subprocess.Popen, jobs: Path) -> Path:
+def kill_after_the_first_checkpoint(proc: subprocess.Popen, jobs: Path) -> JobPaths:
     """Kill the launcher and its job once the job has logged an epoch (its checkpoint is written
     before); return the job's folder."""
     deadline = time.time() + 300
-    while time.time() < deadline and not list(jobs.glob("*/epochs.json")) and proc.poll() is None:
+    logged = lambda: any(JobPaths(f).epochs.exists() for f in jobs.glob("*"))
+    while time.time() < deadline and not logged() and proc.poll() is None:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    (folder,) = jobs.iterdir()
-    assert not (folder / "result.json").exists(), "the job finished before it could be killed"
-    assert (folder / "checkpoint.pt").exists()
-    return folder
+    (job,) = map(JobPaths, jobs.iterdir())
+    assert not job.result.exists(), "the job finished before it could be killed"
+    assert job.checkpoint.exists()
+    return job
 
 
 @two_gpus
@@ -167,9 +170,10 @@ def test_a_job_started_with_every_gpu_visible_resumes_with_one(write_grid, tmp_p
                    "train.deterministic": "true"})
     every = ",".join(str(i) for i in range(GPUS))
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    folder = kill_after_the_first_checkpoint(launch_in_process_group(grid, killed, args, every), killed / "tiny" / "jobs")
+    job = kill_after_the_first_checkpoint(launch_in_process_group(grid, killed, args, every),
+                                          GridPaths(killed / "tiny").jobs)
     launch_seeing(grid, killed, args, "0")
-    assert "resuming after epoch" in (folder / "log.txt").read_text()
+    assert "resuming after epoch" in job.log.read_text()
     launch_seeing(grid, clean, args, "0")
     (resumed,), epochs_resumed = completed(killed)
     (uninterrupted,), epochs_clean = completed(clean)
@@ -194,14 +198,14 @@ def test_a_two_process_ddp_job_under_torchrun(write_grid, tmp_path):
     root = out / plan.grid["name"]
     write_plan(plan, root, args)  # what the launcher writes before it queues anything
     (job,) = plan.jobs
-    folder = root / "jobs" / job.key
+    paths = GridPaths(root).job(job.key)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run([*torchrun, "-m", "harness.job", str(folder)], cwd=ROOT, env=env_with_gpus("0,1"),
+    done = subprocess.run([*torchrun, "-m", "harness.job", str(paths.folder)], cwd=ROOT, env=env_with_gpus("0,1"),
                           capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:] + tail(folder / "log.txt")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:] + tail(paths.log)
     collect.collect(root)
     (run,), epochs = completed(out)
     assert run["world_size"] == 2 and run["device"] == "cuda:0" and len(epochs) == 2
     assert run["test_top1"] is not None and 0 <= run["test_ece"] <= 100
-    assert "× 2 process(es)" in (folder / "log.txt").read_text()
-    assert (folder / "model.pt").is_file() and (folder / "confusion.json").is_file()
+    assert "× 2 process(es)" in paths.log.read_text()
+    assert paths.model.is_file() and paths.confusion.is_file()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from harness.run import evaluate
+from harness.run.layout import GridPaths, JobPaths
 
 PROBS = torch.tensor([[0.95, 0.05], [0.95, 0.05], [0.38, 0.62], [0.85, 0.15]])
 LABELS = torch.tensor([0, 1, 1, 0])
@@ -48,7 +49,7 @@ def test_job_metrics_of_a_student_with_two_teachers(tmp_path):
         ens = (student(images).softmax(1) + t2(images).softmax(1)) / 2
         pred = student(images).argmax(1)
     assert m["agreement_ensemble"] == pytest.approx((ens.argmax(1) == pred).float().mean().item() * 100)
-    cells = json.loads((tmp_path / "confusion.json").read_text())
+    cells = json.loads(JobPaths(tmp_path).confusion.read_text())
     assert sum(c["count"] for c in cells) == 50
     per_class = json.loads(m["test_per_class_top1"])
     assert len(per_class) == 3
@@ -63,13 +64,14 @@ def test_a_debug_grid_records_the_metrics_and_the_confusion_table(write_grid, tm
     from harness.launch import main as launch
 
     out = tmp_path / "out"
+    grid = GridPaths(out / "tiny")
     assert launch([str(write_grid(executor="debug")), "--out", str(out), "--set", "grid.method=['kd']",
                    "--set", "grid.seed=[3]", "--set", "train.epochs=1", "--set", "teachers.small.epochs=1"]) == 0
-    teacher, student = sorted(pq.read_table(out / "tiny" / "runs.parquet").to_pylist(), key=lambda r: r["stage"] != "teacher")
+    teacher, student = sorted(pq.read_table(grid.runs_table).to_pylist(), key=lambda r: r["stage"] != "teacher")
     assert teacher["agreement_ensemble"] is None and teacher["test_nll"] > 0
     assert 0 <= student["agreement_ensemble"] <= 100 and list(json.loads(student["agreement_teachers"])) == ["small"]
     assert 0 <= student["test_ece"] <= 100 and len(json.loads(student["test_reliability"])) == 15
-    confusion = pq.read_table(out / "tiny" / "confusion.parquet").to_pylist()
+    confusion = pq.read_table(grid.confusion_table).to_pylist()
     for row in (teacher, student):
         cells = [c for c in confusion if c["job_key"] == row["job_key"]]
         right = sum(c["count"] for c in cells if c["true_class"] == c["pred_class"])

@@ -7,13 +7,14 @@ import torch
 from harness.models import checkpoint
 from harness.export import main as export
 from harness.launch import main as launch
+from harness.run.layout import GridPaths, JobPaths, State
 
 
 def test_export_then_distil_from_the_exported_teacher(write_grid, tmp_path, capsys):
     one_epoch = ["--set", "train.epochs=1", "--set", "grid.seed=[0]"]
     out = tmp_path / "out"
     assert launch([str(write_grid(executor="debug")), "--out", str(out), "--set", "grid.method=['ce']", *one_epoch]) == 0
-    (job,) = (out / "tiny" / "jobs").iterdir()
+    (job,) = GridPaths(out / "tiny").jobs.iterdir()
     teacher = tmp_path / "teacher.safetensors"
     assert export([str(job), str(tmp_path / "teacher.pt")]) == 2  # the format is in the name
     assert export([str(job), str(teacher)]) == 0
@@ -24,7 +25,7 @@ def test_export_then_distil_from_the_exported_teacher(write_grid, tmp_path, caps
     with safe_open(str(teacher), "pt") as f:
         meta = f.metadata()
     assert meta["arch"] == "resnet20" and meta["job_key"] == job.name
-    ours = checkpoint.read_state(job / "model.pt")
+    ours = checkpoint.read_state(JobPaths(job).model)
     shipped = checkpoint.read_state(teacher)
     assert ours.keys() == shipped.keys() and all(torch.equal(ours[k], shipped[k]) for k in ours)
 
@@ -35,5 +36,5 @@ def test_export_then_distil_from_the_exported_teacher(write_grid, tmp_path, caps
     grid.write_text(text)
     out2 = tmp_path / "out2"
     assert launch([str(grid), "--out", str(out2), "--set", "grid.method=['kd']", *one_epoch]) == 0
-    (run,) = pq.read_table(out2 / "tiny" / "runs.parquet").to_pylist()
-    assert run["status"] == "completed" and run["stage"] == "student" and run["agreement_ensemble"] is not None
+    (run,) = pq.read_table(GridPaths(out2 / "tiny").runs_table).to_pylist()
+    assert run["status"] == State.COMPLETED and run["stage"] == "student" and run["agreement_ensemble"] is not None

@@ -14,13 +14,14 @@ import pyarrow.parquet as pq
 
 from harness.launch import main as launch
 from harness.config.precision import cpu_has_native_bf16
+from harness.run.layout import GridPaths, JobPaths, State
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def tables(out: Path, name: str = "tiny"):
-    return (pq.read_table(out / name / "runs.parquet").to_pylist(),
-            pq.read_table(out / name / "epochs.parquet").to_pylist())
+    grid = GridPaths(out / name)
+    return pq.read_table(grid.runs_table).to_pylist(), pq.read_table(grid.epochs_table).to_pylist()
 
 
 NATIVE = "bf16" if cpu_has_native_bf16() else "no"  # what the default "auto" resolves to on this CPU
@@ -30,7 +31,7 @@ def test_local_grid_end_to_end_then_relaunch_skips(write_grid, tmp_path, capsys)
     grid, out = write_grid(), tmp_path / "out"
     assert launch([str(grid), "--out", str(out)]) == 0
     runs, epochs = tables(out)
-    assert len(runs) == 5 and {r["status"] for r in runs} == {"completed"}
+    assert len(runs) == 5 and {r["status"] for r in runs} == {State.COMPLETED}
     teacher = next(r for r in runs if r["stage"] == "teacher")
     assert teacher["method"] == "ce" and teacher["seed"] == 7
     students = [r for r in runs if r["stage"] == "student"]
@@ -48,9 +49,9 @@ def test_local_grid_end_to_end_then_relaunch_skips(write_grid, tmp_path, capsys)
     kd_rows = [e for e in epochs if e["job_key"] in {r["job_key"] for r in students if r["method"] == "kd"}]
     assert all(e["loss_kd"] > 0 and e["loss_ce"] > 0 for e in kd_rows)
     assert all(e["loss_kd"] is None for e in epochs if e not in kd_rows)
-    folder = out / "tiny" / "jobs" / teacher["job_key"]
-    assert {"model.pt", "checkpoint.pt", "log.txt", "result.json", "job.json"} <= {p.name for p in folder.iterdir()}
-    assert "epoch 3/3" in (folder / "log.txt").read_text()
+    job = GridPaths(out / "tiny").job(teacher["job_key"])
+    assert {job.model, job.checkpoint, job.log, job.result, job.spec} <= set(job.folder.iterdir())
+    assert "epoch 3/3" in job.log.read_text()
     assert "test top-1" in capsys.readouterr().out
 
     assert launch([str(grid), "--out", str(out)]) == 0
@@ -64,7 +65,7 @@ def test_debug_executor_runs_in_process(write_grid, tmp_path):
     assert launch([str(grid), "--out", str(out), "--set", "grid.method=['kd']", "--set", "grid.seed=[3]"]) == 0
     runs, epochs = tables(out)
     assert [(r["stage"], r["executor"], r["status"]) for r in runs] == [
-        ("teacher", "debug", "completed"), ("student", "debug", "completed")]
+        ("teacher", "debug", State.COMPLETED), ("student", "debug", State.COMPLETED)]
     assert len(epochs) == 6
 
 
@@ -89,9 +90,9 @@ def test_failed_teacher_is_recorded_and_the_grid_goes_on(write_grid, tmp_path, c
     assert code == 1
     runs, _ = tables(out)
     status = {(r["stage"], r["method"], r["seed"]): r["status"] for r in runs}
-    assert status == {("teacher", "ce", 7): "failed", ("student", "ce", 0): "completed",
-                      ("student", "ce", 1): "completed", ("student", "kd", 0): "pending",
-                      ("student", "kd", 1): "pending"}
+    assert status == {("teacher", "ce", 7): State.FAILED, ("student", "ce", 0): State.COMPLETED,
+                      ("student", "ce", 1): State.COMPLETED, ("student", "kd", 0): State.PENDING,
+                      ("student", "kd", 1): State.PENDING}
     teacher = next(r for r in runs if r["stage"] == "teacher")
     assert "became non-finite" in teacher["error"]
     assert "skipped: teacher" in capsys.readouterr().out
@@ -110,18 +111,18 @@ def test_killed_job_resumes_and_matches_an_uninterrupted_run(write_grid, tmp_pat
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "harness.launch", str(grid), "--out", str(killed), *args],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    jobs = killed / "tiny" / "jobs"
+    jobs = GridPaths(killed / "tiny").jobs
     deadline = time.time() + 120
-    while time.time() < deadline and not list(jobs.glob("*/epochs.json")):
+    while time.time() < deadline and not any(JobPaths(f).epochs.exists() for f in jobs.glob("*")):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its job, mid-epoch 2
     proc.wait()
-    (folder,) = jobs.iterdir()
-    assert not (folder / "result.json").exists(), "the job finished before it could be killed"
-    assert (folder / "checkpoint.pt").exists()
+    (job,) = map(JobPaths, jobs.iterdir())
+    assert not job.result.exists(), "the job finished before it could be killed"
+    assert job.checkpoint.exists()
 
     assert launch([str(grid), "--out", str(killed), *args]) == 0
-    assert "resuming after epoch" in (folder / "log.txt").read_text()
+    assert "resuming after epoch" in job.log.read_text()
     clean = tmp_path / "clean"
     assert launch([str(grid), "--out", str(clean), *args]) == 0
     (run_k,), epochs_k = tables(killed)
@@ -145,21 +146,21 @@ def test_a_job_killed_after_its_last_checkpoint_ends_on_its_last_weights(write_g
     args = ["--set", "grid.method=['ce']", "--set", "grid.seed=[0]", "--set", "train.epochs=2"]
     out = tmp_path / "out"
     assert launch([str(write_grid(executor="debug")), "--out", str(out), *args]) == 0
-    (folder,) = (out / "tiny" / "jobs").iterdir()
+    (job,) = map(JobPaths, GridPaths(out / "tiny").jobs.iterdir())
     (first,), _ = tables(out)
-    saved = checkpoint.load(folder / "model.pt", torch.device("cpu"))
-    ckpt = checkpoint.load(folder / "checkpoint.pt", torch.device("cpu"))
+    saved = checkpoint.load(job.model, torch.device("cpu"))
+    ckpt = checkpoint.load(job.checkpoint, torch.device("cpu"))
     assert ckpt["epoch"] == 2
     # as if an earlier epoch had been the best: other weights under best_weights
     ckpt["best_weights"] = {k: v * 0.5 if v.is_floating_point() else v for k, v in ckpt["best_weights"].items()}
     ckpt["best_val"], ckpt["best_epoch"] = 101.0, 1
-    checkpoint.save(folder / "checkpoint.pt", ckpt)
-    for name in ("result.json", "model.pt"):  # killed before these were written
-        (folder / name).unlink()
+    checkpoint.save(job.checkpoint, ckpt)
+    for path in (job.result, job.model):  # killed before these were written
+        path.unlink()
     assert launch([str(write_grid(executor="debug")), "--out", str(out), *args]) == 0
     (again,), _ = tables(out)
     assert again["test_top1"] == first["test_top1"] and again["epochs"] == 2
-    resaved = checkpoint.load(folder / "model.pt", torch.device("cpu"))
+    resaved = checkpoint.load(job.model, torch.device("cpu"))
     key = next(k for k, v in saved["state_dict"].items() if v.is_floating_point())
     assert torch.equal(resaved["state_dict"][key], saved["state_dict"][key])
 
@@ -177,7 +178,7 @@ def test_every_cakd_table_row_runs_end_to_end(write_grid, tmp_path):
                    "--set", "train.epochs=1"]) == 0
     runs, epochs = tables(out)
     students = {r["method"]: r for r in runs if r["stage"] == "student"}
-    assert sorted(students) == sorted(methods) and all(r["status"] == "completed" for r in runs)
+    assert sorted(students) == sorted(methods) and all(r["status"] == State.COMPLETED for r in runs)
     by_key = {e["job_key"]: e for e in epochs}
     for method, run in students.items():
         row = by_key[run["job_key"]]
@@ -195,7 +196,7 @@ def test_two_launches_of_one_grid_do_not_both_run(write_grid, tmp_path, capsys):
     with grid_lock(out / "tiny"):
         assert launch([str(write_grid()), "--out", str(out)]) == 2
     assert "another launch of this grid" in capsys.readouterr().out
-    assert not list(out.glob("tiny/jobs/*/result.json"))
+    assert not [f for f in GridPaths(out / "tiny").jobs.glob("*") if JobPaths(f).result.exists()]
 
 
 def test_a_loss_that_becomes_non_finite_fails_the_job_and_keeps_the_last_good_checkpoint(write_grid, tmp_path):
@@ -208,8 +209,8 @@ def test_a_loss_that_becomes_non_finite_fails_the_job_and_keeps_the_last_good_ch
                "--set", "train.schedule='multistep'", "--set", "train.milestones=[1]", "--set", "train.gamma=1e30"]
     assert launch([str(write_grid(executor="debug")), "--out", str(out), *diverge]) == 1
     (run,), epochs = tables(out)
-    assert run["status"] == "failed" and [e["epoch"] for e in epochs] == [1]
+    assert run["status"] == State.FAILED and [e["epoch"] for e in epochs] == [1]
     assert "loss term 'ce' became non-finite at epoch 2, step" in run["error"]
-    (folder,) = (out / "tiny" / "jobs").iterdir()
-    assert checkpoint.load(folder / "checkpoint.pt", torch.device("cpu"))["epoch"] == 1
-    assert not (folder / "model.pt").exists()
+    (job,) = map(JobPaths, GridPaths(out / "tiny").jobs.iterdir())
+    assert checkpoint.load(job.checkpoint, torch.device("cpu"))["epoch"] == 1
+    assert not job.model.exists()

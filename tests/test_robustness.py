@@ -13,6 +13,7 @@ from harness.data import DataError
 from harness.data import corruptions as C
 from harness.data.__main__ import main as data_main
 from harness.data.cifar10c import c_dir, load_cifar10c, read_c_manifest
+from harness.run.layout import GridPaths
 
 N = 8  # images per severity in the generated test cache
 
@@ -179,9 +180,11 @@ def test_tiny_grid_lands_rows_in_robustness_parquet(tmp_path, c_root):
                     + '[eval]\ncorruptions = ["contrast", "gaussian_noise", "saturate"]\nseverities = [1, 5]\n')
     out = tmp_path / "out"
     assert launch([str(path), "--out", str(out), "--set", "grid.method=['ce']", "--set", "grid.seed=[0]"]) == 0
-    runs = pq.read_table(out / "tiny" / "runs.parquet").to_pylist()
-    rows = pq.read_table(out / "tiny" / "robustness.parquet").to_pylist()
+    grid = GridPaths(out / "tiny")
+    runs = pq.read_table(grid.runs_table).to_pylist()
+    rows = pq.read_table(grid.robustness_table).to_pylist()
     (run,) = runs
+    job = grid.job(run["job_key"])
     assert sorted((r["corruption"], r["severity"]) for r in rows) == [
         ("contrast", 1), ("contrast", 5), ("gaussian_noise", 1), ("gaussian_noise", 5), ("saturate", 1), ("saturate", 5)]
     assert all(r["job_key"] == run["job_key"] and r["n"] == N and r["corruption_source"] == "generated"
@@ -196,8 +199,7 @@ def test_tiny_grid_lands_rows_in_robustness_parquet(tmp_path, c_root):
     from harness.data.device import DeviceData
     from harness.run.evaluate import predict
 
-    model = checkpoint.load_frozen(out / "tiny" / "jobs" / run["job_key"] / "model.pt", "resnet20", torch.device("cpu"),
-                                   torch.contiguous_format)
+    model = checkpoint.load_frozen(job.model, "resnet20", torch.device("cpu"), torch.contiguous_format)
     data = DeviceData(load_cifar10(c_root, val_size=100), torch.device("cpu"))
     from harness.data.cache import open_arrays, read_manifest
     arrays = open_arrays(c_root, read_manifest(c_root))
@@ -205,7 +207,7 @@ def test_tiny_grid_lands_rows_in_robustness_parquet(tmp_path, c_root):
     clean = 100 * (predict(model, x, data.normalize, 1000).argmax(1) == y).float().mean().item()
     assert run["cifar10c_clean_top1"] == pytest.approx(clean, abs=1e-6)
     assert run["cpu_hours"] > 0
-    saved = json.loads((out / "tiny" / "jobs" / run["job_key"] / "robustness.json").read_text())
+    saved = json.loads(job.robustness.read_text())
     assert len(saved["rows"]) == 6 and saved["robustness_eval_s"] == run["robustness_eval_s"]
 
 
@@ -218,7 +220,7 @@ def test_launch_refuses_eval_the_cache_cannot_serve(tmp_path, c_root, capsys):
     assert launch([str(path), "--out", str(tmp_path / "out")]) == 2
     out = capsys.readouterr().out
     assert "lacks motion_blur" in out and "--cifar10-c" in out
-    assert not (tmp_path / "out" / "tiny" / "jobs").exists()
+    assert not GridPaths(tmp_path / "out" / "tiny").jobs.exists()
 
 
 def test_data_verify_rehashes_cifar10c(tmp_path, c_root, capsys):

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.config import grid as gridlib
-from harness.run import job as job_runner
+from harness.run.layout import GridPaths, JobPaths, read_json
 from harness.atomic import atomic_write
 
 SCHEMA_VERSION = 1
@@ -48,11 +48,11 @@ EPOCH_COLUMNS = [("schema_version", pa.int32()), ("job_key", pa.string()), ("epo
                  ("val_top1", pa.float64()), ("epoch_time_s", pa.float64()), ("images_per_s", pa.float64())]
 
 
-def run_row(grid: str, job: gridlib.Job, folder: Path, usage: dict[str, dict]) -> dict:
-    result = job_runner.read_json(folder / "result.json") or {}
-    slurm = job_runner.read_json(folder / "slurm.json") or {}
-    attempts = job_runner.read_json(folder / "attempts.json") or {}
-    status = result.get("status") or job_runner.DISPLAY_STATE[job_runner.state(folder)]
+def run_row(grid: str, job: gridlib.Job, paths: JobPaths, usage: dict[str, dict]) -> dict:
+    result = paths.read_result() or {}
+    slurm = paths.read_slurm() or {}
+    attempts = paths.read_attempts()
+    status = result.get("status") or paths.state().shown
     row = {name: result.get(name) for name in RUNS_SCHEMA.names}
     row.update(schema_version=SCHEMA_VERSION, grid=grid, job_key=job.key, stage=job.stage, method=job.method,
                seed=job.seed, teacher_set=job.teacher_set, arch=job.arch, status=status,
@@ -66,24 +66,23 @@ def run_row(grid: str, job: gridlib.Job, folder: Path, usage: dict[str, dict]) -
         accounted = usage.get(slurm["task_id"], {})
         row.update({k: accounted[k] for k in ("cpu_hours", "gpu_hours") if accounted.get(k) is not None})
     if row["epochs"] is None:
-        row["epochs"] = len(job_runner.read_json(folder / "epochs.json") or [])
+        row["epochs"] = len(paths.read_epochs())
     return row
 
 
-def epoch_rows(job: gridlib.Job, folder: Path) -> list[dict]:
-    return [{"schema_version": SCHEMA_VERSION, "job_key": job.key, **r}
-            for r in job_runner.read_json(folder / "epochs.json") or []]
+def epoch_rows(job: gridlib.Job, paths: JobPaths) -> list[dict]:
+    return [{"schema_version": SCHEMA_VERSION, "job_key": job.key, **r} for r in paths.read_epochs()]
 
 
-def confusion_rows(job: gridlib.Job, folder: Path) -> list[dict]:
+def confusion_rows(job: gridlib.Job, paths: JobPaths) -> list[dict]:
     return [{"schema_version": SCHEMA_VERSION, "job_key": job.key, "true_class": c["true"],
              "pred_class": c["pred"], "count": c["count"]}
-            for c in job_runner.read_json(folder / "confusion.json") or []]
+            for c in read_json(paths.confusion) or []]
 
 
-def robustness_rows(job: gridlib.Job, folder: Path) -> list[dict]:
+def robustness_rows(job: gridlib.Job, paths: JobPaths) -> list[dict]:
     return [{"schema_version": SCHEMA_VERSION, "job_key": job.key, **{k: r[k] for k in ROBUSTNESS_SCHEMA.names[2:]}}
-            for r in (job_runner.read_json(folder / "robustness.json") or {}).get("rows", [])]
+            for r in (read_json(paths.robustness) or {}).get("rows", [])]
 
 
 def epochs_schema(rows: list[dict]) -> pa.Schema:
@@ -110,21 +109,22 @@ def slurm_accounting(tasks: list[str]) -> dict[str, dict]:
 
 def collect(root: Path) -> tuple[pa.Table, pa.Table]:
     """Read every planned job's files under `root` (results/<grid>) and write both tables."""
-    record = json.loads((root / "plan.json").read_text())
-    jobs = gridlib.from_record(record)
-    tasks = [r["task_id"] for j in jobs if (r := job_runner.read_json(root / "jobs" / j.key / "slurm.json"))]
+    grid = GridPaths(root)
+    record = grid.read_plan()
+    jobs = [(j, grid.job(j.key)) for j in gridlib.from_record(record)]
+    tasks = [r["task_id"] for _, paths in jobs if (r := paths.read_slurm())]
     usage = slurm_accounting(tasks) if tasks else {}
-    runs = [run_row(record["name"], j, root / "jobs" / j.key, usage) for j in jobs]
-    epochs = [row for j in jobs for row in epoch_rows(j, root / "jobs" / j.key)]
+    runs = [run_row(record["name"], j, paths, usage) for j, paths in jobs]
+    epochs = [row for j, paths in jobs for row in epoch_rows(j, paths)]
     schema = epochs_schema(epochs)
     runs_table = pa.Table.from_pylist(runs, schema=RUNS_SCHEMA)
     epochs_table = pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in epochs], schema=schema)
-    write_parquet(runs_table, root / "runs.parquet")
-    write_parquet(epochs_table, root / "epochs.parquet")
-    confusion = [row for j in jobs for row in confusion_rows(j, root / "jobs" / j.key)]
-    write_parquet(pa.Table.from_pylist(confusion, schema=CONFUSION_SCHEMA), root / "confusion.parquet")
-    robustness = [row for j in jobs for row in robustness_rows(j, root / "jobs" / j.key)]
-    write_parquet(pa.Table.from_pylist(robustness, schema=ROBUSTNESS_SCHEMA), root / "robustness.parquet")
+    write_parquet(runs_table, grid.runs_table)
+    write_parquet(epochs_table, grid.epochs_table)
+    confusion = [row for j, paths in jobs for row in confusion_rows(j, paths)]
+    write_parquet(pa.Table.from_pylist(confusion, schema=CONFUSION_SCHEMA), grid.confusion_table)
+    robustness = [row for j, paths in jobs for row in robustness_rows(j, paths)]
+    write_parquet(pa.Table.from_pylist(robustness, schema=ROBUSTNESS_SCHEMA), grid.robustness_table)
     return runs_table, epochs_table
 
 
@@ -133,11 +133,12 @@ def main(argv=None) -> int:
                                      description="Merge a grid's job folders into runs.parquet and epochs.parquet.")
     parser.add_argument("root", type=Path, help="the grid's results folder, e.g. results/quick")
     args = parser.parse_args(argv)
-    if not (args.root / "plan.json").is_file():
-        print(f"error: {args.root} holds no plan.json: is it a grid's results folder?", file=sys.stderr)
+    grid = GridPaths(args.root)
+    if not grid.plan.is_file():
+        print(f"error: {args.root} holds no {grid.plan.name}: is it a grid's results folder?", file=sys.stderr)
         return 2
     runs, epochs = collect(args.root)
-    print(f"{args.root}/runs.parquet: {runs.num_rows} rows; {args.root}/epochs.parquet: {epochs.num_rows} rows")
+    print(f"{grid.runs_table}: {runs.num_rows} rows; {grid.epochs_table}: {epochs.num_rows} rows")
     return 0
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from harness.analysis import stats
 from harness.data.corruptions import EXTRA, STANDARD
+from harness.run.layout import GridPaths
 from harness.analysis.results import (CE, CLASSES, NO_TEACHERS, Results, c10c_clean_text, c10c_images_text, completed,
                                       mean_ece, sections)
 
@@ -31,7 +32,7 @@ def figures(res: Results) -> list[str]:
 
     plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
                          "xtick.labelsize": 8, "ytick.labelsize": 8})
-    out = res.root / "report"
+    out = GridPaths(res.root).report
     made = []
     for name, draw in (("accuracy.png", fig_accuracy), ("val_curves.png", fig_val_curves),
                        ("cifar10c_heatmap.png", fig_c10c_heatmap), ("cifar10c_severity.png", fig_c10c_severity),

@@ -32,6 +32,7 @@ from harness.analysis import stats
 from harness.analysis.results import (DEFAULT_BASELINES, NO_TEACHERS, REFS, Results, Section, adjust, c10c_images_text, completed, comparisons_text, group, load, sections, summary_rows, teacher_baseline, tests_in)
 from harness.data.corruptions import STANDARD
 from harness.display import make_console
+from harness.run.layout import GridPaths, State
 
 # ---------------------------------------------------------------- tables: text
 
@@ -198,7 +199,7 @@ def missing(res: Results) -> list[str]:
             return f"teacher {res.teacher_names.get(r['job_key'], r['arch'])}"
         return f"teachers {r['teacher_set']}"
     return [f"{r['stage']} {r['arch']} {r['method']} seed {r['seed']} {who(r)} [{r['job_key']}]: {r['status']}"
-            for r in res.runs if r["status"] != "completed"]
+            for r in res.runs if r["status"] != State.COMPLETED]
 
 
 def compare_rows(a: Results, b: Results) -> list[dict]:
@@ -269,7 +270,7 @@ def cost(res: Results) -> list[str]:
 
 
 def write_markdown(res: Results, tables: list[TableText], figures: list[str]) -> Path:
-    out = res.root / "report"
+    out = GridPaths(res.root).report
     name = res.runs[0]["grid"] if res.runs else res.root.name
     lines = [f"# Report: {name}", "", f"Results folder: `{res.root}`.", ""]
     lines += [STATS_NOTE, ""]
@@ -373,7 +374,7 @@ def report(root: Path, fmt: str = "rich", compare: Path | None = None, write: bo
         if len(miss) > 20:
             print(f"  … and {len(miss) - 20} more (all listed in report/report.md)", file=sys.stderr)
     if write:
-        (root / "report").mkdir(exist_ok=True)
+        GridPaths(root).report.mkdir(exist_ok=True)
         from harness.analysis.figures import figures  # matplotlib only where figures are drawn
 
         made = figures(res)
@@ -384,10 +385,11 @@ def report(root: Path, fmt: str = "rich", compare: Path | None = None, write: bo
 
 def unreportable(root: Path) -> str | None:
     """Why `root` cannot be reported on, with what to do about it; None when it can."""
-    if (root / "runs.parquet").is_file():
+    grid = GridPaths(root)
+    if grid.runs_table.is_file():
         return None
-    if (root / "jobs").is_dir():
-        return f"no {root / 'runs.parquet'} yet; run `python -m harness.collect {root}` first"
+    if grid.jobs.is_dir():
+        return f"no {grid.runs_table} yet; run `python -m harness.collect {root}` first"
     if root.is_dir():
         return f"{root} is not a grid's results folder (no runs.parquet, no jobs/): give results/<grid>"
     return f"no such results folder {root}: launch the grid first (`python -m harness.launch GRID.toml`)"

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from harness.analysis import stats
 from harness.data.corruptions import STANDARD
+from harness.run.layout import GridPaths, State
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CE = "ce"  # the teacher-free baseline every student table compares with
@@ -89,13 +90,14 @@ def _c10c_by_job(rob: pa.Table) -> tuple[dict, dict]:
 
 
 def load(root: Path, baselines: tuple = DEFAULT_BASELINES) -> Results:
-    runs = pq.read_table(root / "runs.parquet").to_pylist()
-    robustness = _read(root / "robustness.parquet")
-    res = Results(root, runs, _read(root / "epochs.parquet"), _read(root / "confusion.parquet"),
+    grid = GridPaths(root)
+    runs = pq.read_table(grid.runs_table).to_pylist()
+    robustness = _read(grid.robustness_table)
+    res = Results(root, runs, _read(grid.epochs_table), _read(grid.confusion_table),
                   robustness if robustness is not None and robustness.num_rows else None,
                   baselines=tuple(baselines))
-    if (root / "grid.toml").is_file():
-        res.grid_text = (root / "grid.toml").read_text()
+    if grid.grid_file.is_file():
+        res.grid_text = grid.grid_file.read_text()
     means, images = {}, {}
     if res.robustness is not None:
         means, images = _c10c_by_job(res.robustness)
@@ -110,7 +112,7 @@ def load(root: Path, baselines: tuple = DEFAULT_BASELINES) -> Results:
 
 
 def completed(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["status"] == "completed"]
+    return [r for r in rows if r["status"] == State.COMPLETED]
 
 
 def by_seed(rows: list[dict], column: str = "test_top1") -> dict[int, float]:

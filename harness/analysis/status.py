@@ -8,7 +8,6 @@ completed, 1 otherwise, 2 when the folder is no grid's results.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -17,32 +16,32 @@ from pathlib import Path
 from rich.table import Table
 
 from harness.config import grid as gridlib
-from harness.run import job as job_runner
 from harness.display import make_console
+from harness.executors.slurm import FINISHED_BAD, MOVING, task_states
+from harness.run.layout import GridPaths, JobPaths, State
 
-FINISHED_BAD = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
-                "DEADLINE"}
+BAD = {State.FAILED, *(s.lower() for s in FINISHED_BAD)}  # listed with their logs' last lines
+GOING = {State.PENDING, State.INTERRUPTED, *(s.lower() for s in MOVING)}  # `follow` waits while a queued job is in one
 
 
 def job_rows(root: Path) -> list[dict]:
     """Each planned job's state: the job's own files first, SLURM's word where they say nothing final."""
-    from harness.executors.slurm import task_states
-
-    jobs = gridlib.from_record(json.loads((root / "plan.json").read_text()))
-    records = {j.key: job_runner.read_json(root / "jobs" / j.key / "slurm.json") for j in jobs}
+    grid = GridPaths(root)
+    jobs = gridlib.from_record(grid.read_plan())
+    records = {j.key: grid.job(j.key).read_slurm() for j in jobs}
     try:
         slurm = task_states([r["task_id"] for r in records.values() if r])
     except (OSError, subprocess.SubprocessError):
         slurm = {}
     rows = []
     for job in jobs:
-        folder = root / "jobs" / job.key
-        record, epochs = records[job.key], job_runner.read_json(folder / "epochs.json") or []
-        cost = job_runner.read_json(folder / "attempts.json") or {}
-        local = job_runner.state(folder)
+        paths = grid.job(job.key)
+        record, epochs = records[job.key], paths.read_epochs()
+        cost = paths.read_attempts()
+        local = paths.state()
         queue = slurm.get(record["task_id"], "") if record else ""
-        state = local if local in ("completed", "failed") else (queue.lower() or job_runner.DISPLAY_STATE[local])
-        rows.append({"job": job, "folder": folder, "state": state, "task": record["task_id"] if record else "",
+        state = local if local in (State.COMPLETED, State.FAILED) else (queue.lower() or local.shown)
+        rows.append({"job": job, "folder": paths.folder, "state": state, "task": record["task_id"] if record else "",
                      "attempts": cost.get("attempts", 0), "elapsed_s": cost.get("wall_time_s"),
                      "epoch": len(epochs), "val_top1": epochs[-1]["val_top1"] if epochs else None})
     return rows
@@ -56,7 +55,7 @@ def status_table(root: Path, rows: list[dict]) -> Table:
     for column in ("stage", "key", "method", "seed", "teachers", "slurm", "state", "attempts", "elapsed", "epoch",
                    "val top-1"):
         table.add_column(column, justify="right" if column in ("seed", "attempts", "elapsed", "epoch", "val top-1") else "left")
-    colour = {"completed": "green", "failed": "red", "running": "cyan", "cancelled": "red", "timeout": "red"}
+    colour = {State.COMPLETED: "green", State.FAILED: "red", "running": "cyan", "cancelled": "red", "timeout": "red"}
     for r in rows:
         job = r["job"]
         table.add_row(job.stage, job.key, job.method, str(job.seed), job.teacher_set, r["task"],
@@ -69,8 +68,8 @@ def status_table(root: Path, rows: list[dict]) -> Table:
 def failures(rows: list[dict], lines: int = 8) -> list[str]:
     out = []
     for r in rows:
-        if r["state"] in ("failed", *(s.lower() for s in FINISHED_BAD)):
-            log = r["folder"] / "log.txt"
+        if r["state"] in BAD:
+            log = JobPaths(r["folder"]).log
             tail = log.read_text().strip().splitlines()[-lines:] if log.exists() else ["(no log)"]
             out.append(f"{r['job'].stage} {r['job'].key} {r['state']}: {log}\n    " + "\n    ".join(tail))
     return out
@@ -84,8 +83,7 @@ def follow(root: Path, console, every_s: float = 5.0) -> None:
         while True:
             rows = job_rows(root)
             live.update(status_table(root, rows))
-            if not any(r["state"] in ("pending", "running", "requeued", "configuring", "completing", "interrupted")
-                       and r["task"] for r in rows):
+            if not any(r["state"] in GOING and r["task"] for r in rows):
                 return
             time.sleep(every_s)
 
@@ -95,15 +93,16 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="the grid's results folder, e.g. results/quick")
     args = parser.parse_args(argv)
-    if not (args.root / "plan.json").is_file():
-        print(f"error: {args.root} holds no plan.json: is it a grid's results folder?", file=sys.stderr)
+    plan = GridPaths(args.root).plan
+    if not plan.is_file():
+        print(f"error: {args.root} holds no {plan.name}: is it a grid's results folder?", file=sys.stderr)
         return 2
     console = make_console()
     rows = job_rows(args.root)
     console.print(status_table(args.root, rows))
     for text in failures(rows):
         console.print(text, highlight=False)
-    return 0 if all(r["state"] == "completed" for r in rows) else 1
+    return 0 if all(r["state"] == State.COMPLETED for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.run import job as job_runner
 from harness.config.grid import Job
+from harness.run.layout import GridPaths, JobPaths, State
 
 
 class Executor:
@@ -22,14 +22,15 @@ class Executor:
 
     def __init__(self, root: Path, cluster: dict):
         self.root, self.cluster = root, cluster  # results/<grid>, the grid's [cluster] table
+        self.paths = GridPaths(root)
 
-    def folder(self, key: str) -> Path:
-        return self.root / "jobs" / key
+    def job_paths(self, key: str) -> JobPaths:
+        return self.paths.job(key)
 
     def completed(self, key: str) -> bool:
         """External teachers have no folder and count as completed."""
-        folder = self.folder(key)
-        return not (folder / "job.json").exists() or job_runner.state(folder) == "completed"
+        job = self.job_paths(key)
+        return not job.spec.exists() or job.state() == State.COMPLETED
 
     def to_run(self, jobs: list[Job]) -> list[Job]:
         """The jobs of the plan this launch must start."""

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from harness.run import job as job_runner
+from harness.run.layout import State
 from harness.atomic import open_append
 from harness.display import GridDisplay
 from harness.config.grid import Job
@@ -35,13 +36,13 @@ class LocalExecutor(SequentialExecutor):
     name = "local"
 
     def run_one(self, job: Job, on_event) -> dict | None:
-        folder = self.folder(job.key)
+        paths = self.job_paths(job.key)
         try:
-            log = open_append(folder / "log.txt")
+            log = open_append(paths.log)
         except OSError as e:  # e.g. a symbolic link planted there: refused, never followed
-            return {"status": "failed", "error": f"cannot open {folder / 'log.txt'}: {e.strerror}"}
+            return {"status": State.FAILED, "error": f"cannot open {paths.log}: {e.strerror}"}
         with log:
-            proc = subprocess.Popen([sys.executable, "-m", "harness.job", str(folder), "--events"],
+            proc = subprocess.Popen([sys.executable, "-m", "harness.job", str(paths.folder), "--events"],
                                     stdout=subprocess.PIPE, stderr=log, text=True)
             try:
                 for line in proc.stdout:
@@ -54,7 +55,7 @@ class LocalExecutor(SequentialExecutor):
                 raise
             finally:
                 proc.wait()
-        return job_runner.read_json(folder / "result.json")
+        return paths.read_result()
 
 
 def stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
@@ -73,6 +74,6 @@ class DebugExecutor(SequentialExecutor):
 
     def run_one(self, job: Job, on_event) -> dict | None:
         try:
-            return job_runner.run(self.folder(job.key), on_event)
+            return job_runner.run(self.job_paths(job.key).folder, on_event)
         except job_runner.JobLocked as e:
-            return {"status": "failed", "error": str(e)}
+            return {"status": State.FAILED, "error": str(e)}

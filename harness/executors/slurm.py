@@ -21,12 +21,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.run import job as job_runner
+from harness.run.layout import State, read_json
 from harness.atomic import atomic_write_json
 from harness.config.grid import Job, world_size
 from harness.executors import Executor
 
+# SLURM's words for a task's state (sacct, squeue)
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
-          "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
+          "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}  # queued or running: a launch leaves it alone
+MOVING = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING"}  # active, and not held or suspended
+FINISHED_BAD = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+                "DEADLINE"}
 
 
 class SlurmError(Exception):
@@ -57,7 +62,7 @@ class SlurmTask:
         if submitit.JobEnvironment().num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         result = job_runner.run(Path(self.folder))
-        if result["status"] != "completed":  # a failed SLURM state keeps dependent students from starting
+        if result["status"] != State.COMPLETED:  # a failed SLURM state keeps dependent students from starting
             raise RuntimeError(f"job {self.folder} failed:\n{result.get('error', '')}")
         return result["status"]
 
@@ -132,7 +137,7 @@ class SlurmExecutor(Executor):
     blocking = False
 
     def record(self, key: str) -> dict | None:
-        return job_runner.read_json(self.folder(key) / "slurm.json")
+        return self.job_paths(key).read_slurm()
 
     def active(self, jobs: list[Job]) -> dict[str, str]:
         """key → SLURM task id, for the jobs queued or running now."""
@@ -181,7 +186,7 @@ class SlurmExecutor(Executor):
     def executor(self, dependency: str | None, comment: str, name: str):
         import submitit
 
-        ex = submitit.SlurmExecutor(folder=self.root / "slurm" / "%j", max_num_timeout=self.cluster["max_requeues"])
+        ex = submitit.SlurmExecutor(folder=self.paths.slurm / "%j", max_num_timeout=self.cluster["max_requeues"])
         params = sbatch_parameters(self.cluster)
         params["additional_parameters"] = {**params["additional_parameters"], "kill-on-invalid-dep": "yes"}
         ex.update_parameters(**params, array_parallelism=self.cluster["array_parallelism"], job_name=name,
@@ -190,11 +195,11 @@ class SlurmExecutor(Executor):
 
     def submit_array(self, jobs: list[Job], dependency: str | None) -> dict[str, str]:
         token = uuid.uuid4().hex
-        intent = self.root / "slurm" / "submitting.json"
+        intent = self.paths.slurm_intent
         atomic_write_json(intent, {"comment": token, "keys": [j.key for j in jobs]})
         ex = self.executor(dependency, token, f"kd-{self.root.name}-{jobs[0].stage}")
         with ex.batch():
-            submitted = [ex.submit(SlurmTask(str(self.folder(j.key).resolve()))) for j in jobs]
+            submitted = [ex.submit(SlurmTask(str(self.job_paths(j.key).folder.resolve()))) for j in jobs]
         tasks = {j.key: s.job_id for j, s in zip(jobs, submitted)}
         self.write_records(tasks)
         intent.unlink()
@@ -203,12 +208,12 @@ class SlurmExecutor(Executor):
     def write_records(self, tasks: dict[str, str]) -> None:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for key, task in tasks.items():
-            atomic_write_json(self.folder(key) / "slurm.json", {"task_id": task, "submitted": now})
+            atomic_write_json(self.job_paths(key).slurm, {"task_id": task, "submitted": now})
 
     def recover_interrupted_submission(self) -> None:
         """A launcher killed between sbatch and its records: find the array by its comment."""
-        intent_path = self.root / "slurm" / "submitting.json"
-        intent = job_runner.read_json(intent_path)
+        intent_path = self.paths.slurm_intent
+        intent = read_json(intent_path)
         if not intent:
             return
         out = run_command(["squeue", "-h", "-o", "%F %k"], check=False)
@@ -221,7 +226,7 @@ class SlurmExecutor(Executor):
     def submit_collect(self, arrays: list[str]) -> str:
         import submitit
 
-        ex = submitit.SlurmExecutor(folder=self.root / "slurm" / "%j")
+        ex = submitit.SlurmExecutor(folder=self.paths.slurm / "%j")
         params = sbatch_parameters(self.cluster)
         params.update(cpus_per_task=1, ntasks_per_node=1, time=30)
         params.pop("gpus_per_node", None)

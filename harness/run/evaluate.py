@@ -138,6 +138,7 @@ def job_metrics(t, folder, teacher_names=()) -> dict:
     from pathlib import Path
 
     from harness.atomic import atomic_write_json
+    from harness.run.layout import JobPaths
 
     images, labels = t.data.test
     t.model.eval()
@@ -149,5 +150,5 @@ def job_metrics(t, folder, teacher_names=()) -> dict:
 
     tensors = metric_tensors(logits_of(t.model), labels, [logits_of(teacher) for teacher in teachers])
     out, cells = read_metrics(tensors, names)
-    atomic_write_json(Path(folder) / "confusion.json", cells)
+    atomic_write_json(JobPaths(Path(folder)).confusion, cells)
     return out

@@ -22,25 +22,9 @@ import traceback
 from pathlib import Path
 
 from harness.atomic import atomic_write_json, open_append, remove_temporaries
+from harness.run.layout import JobPaths, State, read_json
 
 EVENT_PREFIX = "@kd-event "  # marks machine-readable progress lines on stdout
-STATES = ("completed", "failed", "partial", "new")
-DISPLAY_STATE = {"completed": "completed", "failed": "failed", "partial": "interrupted", "new": "pending"}  # in tables
-
-
-def state(folder: Path) -> str:
-    """completed | failed | partial (has a checkpoint to resume) | new."""
-    result = read_json(folder / "result.json")
-    if result:
-        return result["status"]
-    return "partial" if (folder / "checkpoint.pt").exists() else "new"
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def git_commit() -> str:
@@ -57,9 +41,9 @@ class JobLog:
     (attempts.json), and the event stream to the launcher."""
 
     def __init__(self, folder: Path, forward):
-        self.folder, self.forward = folder, forward
-        self.file = open_append(folder / "log.txt")
-        before = read_json(folder / "attempts.json") or {"attempts": 0, "wall_time_s": 0.0}
+        self.paths, self.forward = JobPaths(folder), forward
+        self.file = open_append(self.paths.log)
+        before = read_json(self.paths.attempts) or {"attempts": 0, "wall_time_s": 0.0}
         self.attempts, self.earlier_s = before["attempts"] + 1, before["wall_time_s"]
         self.earlier_cpu_s = before.get("cpu_time_s", 0.0)
         self.started, self.cpu_started, self.rows = time.time(), time.process_time(), []
@@ -75,7 +59,7 @@ class JobLog:
         return self.earlier_cpu_s + time.process_time() - self.cpu_started
 
     def save_cost(self) -> None:
-        atomic_write_json(self.folder / "attempts.json", {"attempts": self.attempts, "wall_time_s": self.wall_time_s(),
+        atomic_write_json(self.paths.attempts, {"attempts": self.attempts, "wall_time_s": self.wall_time_s(),
                                                           "cpu_time_s": self.cpu_time_s()})
 
     def line(self, text: str) -> None:
@@ -92,7 +76,7 @@ class JobLog:
                       f"{event['steps_per_epoch']} steps{resumed}")
         elif kind == "epoch":
             self.rows.append({k: v for k, v in event.items() if k not in ("event", "epochs")})
-            atomic_write_json(self.folder / "epochs.json", self.rows)
+            atomic_write_json(self.paths.epochs, self.rows)
             self.save_cost()
             terms = ", ".join(f"{k[5:]} {v:.4f}" for k, v in event.items() if k.startswith("loss_"))
             self.line(f"epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f} ({terms}), "
@@ -112,9 +96,9 @@ def run(folder: Path, forward=lambda event: None) -> dict:
     A failure is recorded, not raised: the rest of the grid goes on."""
     from harness.run.train import run_training  # heavy imports only where training happens
 
-    spec = json.loads((folder / "job.json").read_text())
+    spec = JobPaths(folder).read_spec()
     if int(os.environ.get("RANK", "0")) > 0:  # the other ranks of a DDP job train beside rank 0, which writes
-        return {"status": "completed", **run_training(spec, folder, lambda event: None)}
+        return {"status": State.COMPLETED, **run_training(spec, folder, lambda event: None)}
     with job_lock(folder):
         return _run_locked(folder, spec, forward, run_training)
 
@@ -126,7 +110,7 @@ class JobLocked(Exception):
 @contextlib.contextmanager
 def job_lock(folder: Path):
     """One process per job folder: a job run by hand beside the launcher's would write the same files."""
-    fd = os.open(folder / ".job.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    fd = os.open(JobPaths(folder).lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -142,7 +126,8 @@ def job_lock(folder: Path):
 
 
 def _run_locked(folder: Path, spec: dict, forward, run_training) -> dict:
-    (folder / "result.json").unlink(missing_ok=True)
+    paths = JobPaths(folder)
+    paths.result.unlink(missing_ok=True)
     leftovers = remove_temporaries(folder)
     log = JobLog(folder, forward)
     if leftovers:
@@ -156,16 +141,16 @@ def _run_locked(folder: Path, spec: dict, forward, run_training) -> dict:
         import torch
         provenance["torch_version"] = torch.__version__
         metrics = run_training(spec, folder, log)
-        result = {"status": "completed", **metrics}
+        result = {"status": State.COMPLETED, **metrics}
         log.line(f"completed: test top-1 {metrics['test_top1']:.2f}% (best val {metrics['best_val_top1']:.2f}% "
                  f"at epoch {metrics['best_epoch']})")
     except Exception:
         error = traceback.format_exc()
-        result = {"status": "failed", "error": "\n".join(error.strip().splitlines()[-12:])}
+        result = {"status": State.FAILED, "error": "\n".join(error.strip().splitlines()[-12:])}
         log.line("failed:\n" + error)
     log.close()
     result.update(provenance, wall_time_s=log.wall_time_s(), cpu_time_s=log.cpu_time_s())
-    atomic_write_json(folder / "result.json", result)
+    atomic_write_json(paths.result, result)
     return result
 
 
@@ -177,12 +162,13 @@ def main(argv=None) -> int:
     parser.add_argument("--events", action="store_true",
                         help=f"print progress events as JSON lines prefixed {EVENT_PREFIX.strip()!r}")
     args = parser.parse_args(argv)
-    if not (args.folder / "job.json").is_file():
-        print(f"error: no job.json in {args.folder}", file=sys.stderr)
+    spec = JobPaths(args.folder).spec
+    if not spec.is_file():
+        print(f"error: no {spec.name} in {args.folder}", file=sys.stderr)
         return 2
     emit = EventStream() if args.events else (lambda e: None)
     try:
-        return 0 if run(args.folder, emit)["status"] == "completed" else 1
+        return 0 if run(args.folder, emit)["status"] == State.COMPLETED else 1
     except (JobLocked, OSError) as e:  # OSError: e.g. a symbolic link where log.txt belongs
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -24,8 +24,7 @@ from harness.atomic import atomic_write_json
 from harness.data.cifar10c import load_cifar10c
 from harness.data.corruptions import STANDARD, SEVERITIES
 from harness.run.evaluate import predict
-
-ROBUSTNESS_JSON = "robustness.json"
+from harness.run.layout import JobPaths
 
 
 class _Staging:
@@ -151,6 +150,6 @@ def evaluate_job(t, spec: dict, folder: Path) -> dict:
                                          t.eval_batch_size, t.accelerator.autocast)
     summary = {**summarize(rows), **clean_on_same_images(t, spec["data_root"], rows), "robustness_eval_s": seconds}
     images = sum(r["n"] for r in rows)
-    atomic_write_json(folder / ROBUSTNESS_JSON, {"rows": rows, **summary, "images": images,
-                                                 "images_per_s": images / seconds if seconds else None})
+    atomic_write_json(JobPaths(folder).robustness, {"rows": rows, **summary, "images": images,
+                                                    "images_per_s": images / seconds if seconds else None})
     return summary

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from harness.models import checkpoint
 from harness.config import precision
 from harness.run import robustness, teacher_cache, tracking
+from harness.run.layout import JobPaths
 from harness.data import load_cifar10
 from harness.data.device import DeviceData
 from harness.run.evaluate import job_metrics, predict
@@ -166,7 +167,7 @@ def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
     try:
         t = build_trainer(config, spec["runtime"], cifar, [tuple(x) for x in spec["teachers"]],
                           run=run,
-                          cache_root=folder.resolve().parent.parent / "teacher_cache", teacher_names=names)
+                          cache_root=JobPaths(folder.resolve()).grid.teacher_cache, teacher_names=names)
         metrics = train_and_evaluate(t, spec, folder, emit, run)
         run.end(metrics)
         return metrics
@@ -186,7 +187,7 @@ def train_and_evaluate(t: Trainer, spec: dict, folder: Path, emit: Emit, run: tr
     """The epochs (resumed where the checkpoint left off), then the end-of-job metrics."""
     config, names = spec["config"], spec["teacher_set"].split("+") if spec.get("teachers") else []
     epochs, steps = t.recipe["epochs"], t.data.steps_per_epoch(t.recipe["batch_size"])
-    state = Progress.resume(folder / "checkpoint.pt", t)
+    state = Progress.resume(JobPaths(folder).checkpoint, t)
     emit({"event": "start", "epochs": epochs, "steps_per_epoch": steps, "resumed_from": state.epoch,
           "set_aside": state.set_aside,
           "history": state.history, "device": str(t.data.device), "world_size": t.accelerator.num_processes})
@@ -210,7 +211,7 @@ def train_and_evaluate(t: Trainer, spec: dict, folder: Path, emit: Emit, run: tr
         t.model.load_state_dict(state.last_weights)
     metrics.update(job_metrics(t, folder, names) if t.accelerator.is_main_process else {})
     if t.accelerator.is_main_process:
-        checkpoint.save_weights(folder / "model.pt", config["arch"], t.model)
+        checkpoint.save_weights(JobPaths(folder).model, config["arch"], t.model)
     metrics.update(robustness.evaluate_job(t, spec, folder) if t.accelerator.is_main_process else {})
     return metrics
 
@@ -347,7 +348,7 @@ class Progress:
         device = t.data.device  # only the generator this rank uses: another run may see other GPUs
         rng = {"torch": torch.get_rng_state(), "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []}
         scaler = t.accelerator.scaler
-        checkpoint.save(folder / "checkpoint.pt", {"scaler": scaler.state_dict() if scaler is not None else None,
+        checkpoint.save(JobPaths(folder).checkpoint, {"scaler": scaler.state_dict() if scaler is not None else None,
             "epoch": self.epoch, "history": self.history, "student": t.student.state_dict(),
             "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(), "rng": rng,
             "best_val": self.best_val, "best_epoch": self.best_epoch, "best_weights": self.best_weights})
