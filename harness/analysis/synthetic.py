@@ -1,5 +1,4 @@
-"""A synthetic results folder shaped like a collected grid's, with made-up numbers: what
-`python -m harness.bench report` times the report on."""
+"""A synthetic results folder shaped like a collected grid's, made-up numbers: what `harness.bench report` times."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,4 @@
-"""Pipeline timings around the training step: augmenting a batch, planning a grid, the report on a
-synthetic results folder, and CIFAR-10-C evaluation vs the clean test set."""
+"""Pipeline timings around the step: augmenting a batch, planning a grid, the report, CIFAR-10-C evaluation."""
 from __future__ import annotations
 
 import contextlib

@@ -1,5 +1,4 @@
-"""SLURM integration: sbatch calls and time to queue a 1,000-job grid, and the job wrapper's overhead
-from task start to first training step (needs a running SLURM)."""
+"""SLURM integration: sbatch calls and time to queue a 1,000-job grid, and the job wrapper's start-up overhead."""
 from __future__ import annotations
 
 import subprocess

@@ -1,5 +1,4 @@
-"""Training-step micro-benchmarks: the harness step vs a plain loop, and the kd, feature-method
-(kd+at, kd+fa+at, CAKD) and MATE-KD steps vs the steps and teacher passes they are built from."""
+"""Training-step micro-benchmarks: harness vs plain loop; kd, feature-method and MATE-KD steps vs their parts."""
 from __future__ import annotations
 
 import tempfile

@@ -1,5 +1,4 @@
-"""The one timing helper every benchmark uses: timers that wait for the device, run in turn with a
-warm-up, their medians, and the result row with its goal."""
+"""The one timing helper: timers that wait for the device, alternated after a warm-up, their medians, the result Row."""
 from __future__ import annotations
 
 import statistics

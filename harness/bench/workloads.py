@@ -1,5 +1,4 @@
-"""What the benchmarks time, built as a job builds it: random CIFAR stand-ins, harness trainers,
-randomly initialised teachers, and the hand-written PyTorch loop they are compared with."""
+"""What the benchmarks time, built as a job builds it: random CIFAR stand-ins, trainers, teachers, the plain loop."""
 from __future__ import annotations
 
 import itertools
