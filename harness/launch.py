@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import fcntl
 import sys
-import time
 from pathlib import Path
 
 from rich.markup import escape
@@ -20,10 +19,9 @@ from harness.analysis import collect, report
 from harness.config import grid as gridlib
 from harness.run.layout import FOLDER_STATES, GridPaths, State
 from harness.atomic import atomic_write_json, atomic_write_text
-from harness.display import GridDisplay, make_console
+from harness.display import make_console
 from harness.config.grid import GridError, Job, Plan
-from harness.executors import make_executor
-from harness.executors.slurm import SlurmError
+from harness.executors import Executor, ExecutorError, Started, make_executor
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -76,19 +74,19 @@ def main(argv=None) -> int:
     try:
         with grid_lock(root):
             write_plan(plan, root, args)
-            if executor.blocking:
-                return run_here(plan, root, executor, console)
-            queued = submit(plan, root, executor, console)
+            started = start(plan, root, executor, console)
+            if started.ended:
+                return finish(plan, root, console)
     except GridLocked as e:
         console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         return EXIT_BAD_INPUT
-    except SlurmError as e:
+    except ExecutorError as e:
         console.print(f"[red]error:[/] grid file {args.grid}: {escape(str(e))}", highlight=False)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: relaunch the same command to resume")
         return EXIT_INTERRUPTED
-    if args.wait and queued is not None:
+    if args.wait and started.queued:  # outside the grid lock: following starts nothing
         from harness.analysis.status import follow
 
         follow(root, console)
@@ -125,12 +123,16 @@ def grid_lock(root: Path):
         yield
 
 
-def run_here(plan: Plan, root: Path, executor, console) -> int:
+def start(plan: Plan, root: Path, executor: Executor, console) -> Started:
+    """Start what is not done (nor, on a queue, already queued or running); say what was queued."""
     pending = announce(plan, root, console, executor.to_run(plan.jobs))
-    if pending:
-        with GridDisplay(len(pending), console) as display:
-            executor.run([[j for j in pending if j.stage == s] for s in ("teacher", "student")], display)
-    return finish(plan, root, console)
+    executor.check(pending)
+    started = executor.start([[j for j in pending if j.stage == s] for s in ("teacher", "student")], console)
+    if not started.ended:
+        console.print(started.note)
+    if started.queued:
+        console.print(f"watch: python -m harness.status {root}")
+    return started
 
 
 def finish(plan: Plan, root: Path, console) -> int:
@@ -140,21 +142,6 @@ def finish(plan: Plan, root: Path, console) -> int:
     console.print(f"results: {grid.runs_table}, {grid.epochs_table}")
     done = sum(1 for s in runs.column("status").to_pylist() if s == State.COMPLETED)
     return EXIT_OK if done == len(plan.jobs) else EXIT_FAILED
-
-
-def submit(plan: Plan, root: Path, executor, console) -> list[str] | None:
-    """Queue what is neither done nor already queued or running; say what was done."""
-    pending = announce(plan, root, console, executor.to_run(plan.jobs))
-    if not pending:
-        console.print("nothing to submit")
-        return None
-    executor.check(len(pending))
-    start = time.perf_counter()
-    arrays = executor.submit([[j for j in pending if j.stage == s] for s in ("teacher", "student")], plan.jobs)
-    console.print(f"queued {len(pending)} jobs in {len(arrays) - 1} array(s) + a collect job "
-                  f"({', '.join(arrays)}) in {time.perf_counter() - start:.1f}s")
-    console.print(f"watch: python -m harness.status {root}")
-    return arrays
 
 
 def write_plan(plan: Plan, root: Path, args) -> None:

@@ -11,10 +11,18 @@ from harness.run.layout import State
 from harness.atomic import open_append
 from harness.display import GridDisplay
 from harness.config.grid import Job
-from harness.executors import Executor
+from harness.executors import Executor, Started
 
 
 class SequentialExecutor(Executor):
+    def start(self, stages: list[list[Job]], console) -> Started:
+        """Run every job here, with a progress display; they have ended when this returns."""
+        total = sum(len(stage) for stage in stages)
+        if total:
+            with GridDisplay(total, console) as display:
+                self.run(stages, display)
+        return Started(ended=True)
+
     def run(self, stages: list[list[Job]], display: GridDisplay) -> None:
         """Run the stages in order; a job whose teachers did not complete is skipped."""
         for stage in stages:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +25,7 @@ from harness.run import job as job_runner
 from harness.run.layout import State, read_json
 from harness.atomic import atomic_write_json
 from harness.config.grid import Job, world_size
-from harness.executors import Executor
+from harness.executors import Executor, ExecutorError, Started
 
 # SLURM's words for a task's state (sacct, squeue)
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
@@ -34,12 +35,8 @@ FINISHED_BAD = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", 
                 "DEADLINE"}
 
 
-class SlurmError(Exception):
+class SlurmError(ExecutorError):
     """SLURM refused something; the message is SLURM's own, with the grid key it concerns."""
-
-    def __init__(self, key: str, message: str):
-        self.key = key
-        super().__init__(f"{key}: {message}")
 
 
 def run_command(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -134,26 +131,27 @@ def task_states(ids: list[str]) -> dict[str, str]:
 
 class SlurmExecutor(Executor):
     name = "slurm"
-    blocking = False
 
     def record(self, key: str) -> dict | None:
         return self.job_paths(key).read_slurm()
 
-    def active(self, jobs: list[Job]) -> dict[str, str]:
-        """key → SLURM task id, for the jobs queued or running now."""
+    def active(self, keys: list[str]) -> dict[str, str]:
+        """key → SLURM task id, for those of `keys` queued or running now."""
         self.recover_interrupted_submission()
-        recorded = {j.key: r["task_id"] for j in jobs if (r := self.record(j.key))}
+        recorded = {key: r["task_id"] for key in keys if (r := self.record(key))}
         states = task_states(list(recorded.values()))
         return {key: task for key, task in recorded.items() if states[task] in ACTIVE}
 
     def to_run(self, jobs: list[Job]) -> list[Job]:
-        busy = self.active(jobs)
+        busy = self.active([j.key for j in jobs])
         return [j for j in jobs if not self.completed(j.key) and j.key not in busy]
 
-    def check(self, n_jobs: int) -> None:
+    def check(self, jobs: list[Job]) -> None:
         """Ask SLURM (`sbatch --test-only`) before anything of the grid is queued."""
+        if not jobs:
+            return
         params = sbatch_parameters(self.cluster)
-        out = run_command(test_only_args(params, min(n_jobs, self.max_array_size())), check=False)
+        out = run_command(test_only_args(params, min(len(jobs), self.max_array_size())), check=False)
         if out.returncode != 0:
             message = (out.stderr or out.stdout).strip().replace("sbatch: error: ", "")
             raise SlurmError(refused_key(message), f"SLURM refused the job parameters: {message}")
@@ -165,11 +163,23 @@ class SlurmExecutor(Executor):
                 return int(line.split("=")[1])
         return 1001
 
-    def submit(self, stages: list[list[Job]], all_jobs: list[Job]) -> list[str]:
+    def start(self, stages: list[list[Job]], console) -> Started:
+        """Queue the stages (the launcher returns at once; `harness.status` follows them)."""
+        total = sum(len(stage) for stage in stages)
+        if not total:
+            return Started(ended=False, note="nothing to submit")
+        began = time.perf_counter()
+        arrays = self.submit(stages)
+        return Started(ended=False, queued=total,
+                       note=f"queued {total} jobs in {len(arrays) - 1} array(s) + a collect job "
+                            f"({', '.join(arrays)}) in {time.perf_counter() - began:.1f}s")
+
+    def submit(self, stages: list[list[Job]]) -> list[str]:
         """Queue the stages; return the SLURM array ids, in order."""
         import submitit
 
-        busy = self.active(all_jobs)
+        # students wait on their teachers' tasks: those queued by this launch, or still active from an earlier one
+        busy = self.active(sorted({k for stage in stages for j in stage for k in j.teachers}))
         arrays, teacher_tasks = [], dict(busy)
         with submitit.helpers.clean_env():  # the launcher may itself be a SLURM job (slurm/launch.sbatch)
             for stage in stages:
