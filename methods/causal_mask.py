@@ -10,7 +10,7 @@ when the cell is removed:
   teacher from that stage, effect = log p_y(A) − log p_y(do). All cells of all samples go through
   the rest of the teacher as ONE batched call of B·cells² maps.
 - `gradient`: its first-order estimate, effect ≈ Σ_cell (A − mean) · ∂ log p_y / ∂A, from one
-  backward through the rest of the teacher (teacher parameters get no gradient). The issue text
+  backward through the rest of the teacher (teacher parameters get no gradient). The CAKD write-up
   writes this with a leading minus; that sign is the *change* of log p_y, whose negative is the
   drop, so we use the drop for both modes and they rank cells alike (the tests check both pick
   the same region).

@@ -99,7 +99,7 @@ def write_parquet(table: pa.Table, path: Path) -> None:
 
 
 def slurm_accounting(tasks: list[str]) -> dict[str, dict]:
-    from harness.executors.slurm import accounting
+    from harness.executors.slurm.queries import accounting
 
     try:
         return accounting(tasks)

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from harness.config import grid as gridlib
 from harness.display import make_console
-from harness.executors.slurm import FINISHED_BAD, MOVING, task_states
+from harness.executors.slurm.queries import FINISHED_BAD, MOVING, task_states
 from harness.run.layout import GridPaths, JobPaths, State
 
 BAD = {State.FAILED, *(s.lower() for s in FINISHED_BAD)}  # listed with their logs' last lines
