@@ -20,6 +20,15 @@ import torch.nn.functional as F
 from methods.base import TEACHER_CACHE, Context, Param, Term, cross_entropy, register
 
 
+def zscore(logits: Tensor, eps: float = 1e-7) -> Tensor:
+    """Logit standardisation (Sun et al., CVPR 2024): per sample, (z − mean(z)) / (eps + std(z)) over
+    the classes, float32. As the official code (sunshangquan/logit-standardization-KD,
+    mdistiller/distillers/KD.py `normalize`): the unbiased standard deviation (N − 1) and eps = 1e-7
+    added to it, not under the square root."""
+    z = logits.float()
+    return (z - z.mean(dim=1, keepdim=True)) / (eps + z.std(dim=1, keepdim=True))
+
+
 def soft_targets(teacher_logits: list[Tensor], temperature: float) -> Tensor:
     """Mean over teachers of softmax(z_t / T), float32."""
     return torch.stack([F.softmax(z.float() / temperature, dim=1) for z in teacher_logits]).mean(0)
