@@ -83,6 +83,9 @@ class Param:
     minimum: float | None = None  # value ≥ minimum
     above: float | None = None  # value > above
     maximum: float | None = None  # value ≤ maximum
+    # False for a parameter added to a term that already has results: at its default it is left out
+    # of the job key, so those results keep their keys (and stay completed)
+    keyed_at_default: bool = True
 
     def problem(self, value: Any) -> str | None:
         """What the declaration says against `value`, or None (types are left to the grid)."""

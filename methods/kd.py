@@ -6,6 +6,14 @@ probabilities (an ensemble in probability space, not of logits). The T² factor 
 scale of the soft term independent of T. Defaults T = 4, α = 0.9 (Hinton et al.'s and the common CIFAR setting).
 Computed in float32 whatever the autocast precision.
 
+`standardize = true` z-scores the student's and the teachers' logits per sample before dividing by T
+(logit standardisation, Sun et al., CVPR 2024, see `zscore`); CE stays on the raw logits. Its
+official code (sunshangquan/logit-standardization-KD, README and tools/train.py `--logit-stand
+--base-temp 2 --kd-weight 9`, on mdistiller's KD with CE weight 0.1) uses T = 2 with
+0.1 · CE + 9 · T² · KL, which the (1 − α, α) weights here express only up to scale (α = 90/91 gives the
+ratio, with a total 9.1× smaller); its per-pair logs (logs/KD/kd,TEACHER,STUDENT,T,WEIGHT) use T = 2–4
+and weights 1–12 (e.g. resnet56 → resnet20: T = 2, weight 9).
+
 `teacher_cache = "clean"` reads the teachers' logits from the harness's teacher cache (computed
 once on the clean, un-augmented training images) instead of running the teachers every step: far
 cheaper with several large teachers, at the price that the soft targets are those of the clean
@@ -44,7 +52,8 @@ def kd_loss(student_logits: Tensor, targets: Tensor, temperature: float) -> Tens
 class KnowledgeDistillation(Term):
     name = "kd"
     defaults = {"temperature": Param(4.0, above=0), "alpha": Param(0.9, minimum=0, maximum=1),
-                "teacher_cache": TEACHER_CACHE}
+                # added after kd results were published: left out of their job keys while false
+                "standardize": Param(False, keyed_at_default=False), "teacher_cache": TEACHER_CACHE}
     uses_teachers = True
     supervises = True
 
@@ -54,8 +63,9 @@ class KnowledgeDistillation(Term):
 
     def losses(self, batch, student, teachers):
         alpha, temperature = self.params["alpha"], self.params["temperature"]
-        targets = soft_targets([t.logits for t in teachers], temperature)
+        prep = zscore if self.params["standardize"] else (lambda z: z)
+        targets = soft_targets([prep(t.logits) for t in teachers], temperature)
         return {
             "ce": (1 - alpha) * cross_entropy(student.logits, batch.labels, self.label_smoothing),
-            "kd": alpha * kd_loss(student.logits, targets, temperature),
+            "kd": alpha * kd_loss(prep(student.logits), targets, temperature),
         }

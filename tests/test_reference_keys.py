@@ -22,3 +22,14 @@ def test_reference_grid_keys_are_pinned(name, monkeypatch):
 
 def test_every_reference_grid_is_pinned():
     assert sorted(p.parent.name for p in (ROOT / "results" / "reference").glob("*/grid.toml")) == sorted(PINNED)
+
+
+def test_a_parameter_added_later_changes_keys_only_when_set(monkeypatch):
+    """kd's `standardize` came after kd results existed: false (its default) leaves their keys as
+    they were; true is another experiment, with its own key."""
+    monkeypatch.setattr(precision, "bf16_problem", lambda device: None)
+    path = ROOT / "results" / "reference" / "study" / "grid.toml"
+    keys = lambda *sets: sorted(j.key for j in gridlib.plan(gridlib.load(path, list(sets))).jobs)  # noqa: E731
+    assert keys("methods.kd.standardize=false") == keys() == PINNED["study"]
+    changed = set(keys("methods.kd.standardize=true")) - set(PINNED["study"])
+    assert changed and len(changed) < len(PINNED["study"])  # the jobs with a kd term, and only those
