@@ -20,6 +20,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from harness.config import precision, schema
+from harness.data import datasets
 from harness.config.schema import REQUIRED, Key, suggest, type_ok
 from methods import TERMS, VARIANTS
 
@@ -191,7 +192,8 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
     for section, keys in schema.SECTIONS.items():
         grid[section] = check_table(tables.get(section, {}), keys, section, problems)
     grid["teachers"] = {
-        name: check_teacher(t, f"teachers.{name}", problems) for name, t in tables.get("teachers", {}).items()
+        name: check_teacher(t, f"teachers.{name}", problems, num_classes(grid))
+        for name, t in tables.get("teachers", {}).items()
     }
     grid["methods"] = tables.get("methods", {})
     check_method_tables(grid["methods"], problems)
@@ -243,15 +245,17 @@ def recipe_tables(grid: dict) -> list[tuple[str, dict]]:
     return [("train", grid["train"]), *((f"teachers.{n}", t) for n, t in grid["teachers"].items())]
 
 
-TRAIN_IMAGES = {"cifar10": 50_000}  # the official training split, before validation is held out
+def num_classes(grid: dict) -> int:
+    """The classes of the grid's data set: the size of every model's output."""
+    return datasets.get(grid["data"].get("dataset", datasets.DEFAULT)).num_classes
 
 
 def check_batch_sizes(grid: dict, problems: list) -> None:
     """A batch larger than the training split would give epochs of no step."""
     data = grid["data"]
-    if data.get("dataset") not in TRAIN_IMAGES or data.get("val_size") is None:
+    if data.get("dataset") not in datasets.NAMES or data.get("val_size") is None:
         return
-    n_train = data.get("limit_train") or TRAIN_IMAGES[data["dataset"]] - data["val_size"]
+    n_train = data.get("limit_train") or datasets.TRAIN_IMAGES - data["val_size"]
     for where, recipe in recipe_tables(grid):
         if (recipe.get("batch_size") or 0) > n_train:
             problems.append((f"{where}.batch_size", f"{recipe['batch_size']} exceeds the {n_train} training images "
@@ -350,29 +354,30 @@ def check_method_builds(grid: dict, problems: list) -> None:
 
     teachers = grid["teachers"]
     with torch.device("meta"):
-        student = build_model(grid["train"]["arch"])
+        student = build_model(grid["train"]["arch"], num_classes(grid))
         for i, name in enumerate(grid["grid"]["method"]):
             spec = grid["resolved_methods"][name]
             for tset in teacher_sets_of(spec, grid):
                 try:
-                    build_method(spec, Context(student, [build_model(teachers[t]["arch"]) for t in tset]))
+                    build_method(spec, Context(student, [build_model(teachers[t]["arch"], num_classes(grid))
+                                                         for t in tset]))
                 except (ValueError, IndexError) as e:
                     problems.append((f"grid.method[{i}]", f"{name!r} with teachers {'+'.join(tset) or 'none'}: {e}"))
 
 
-def check_teacher(table: Any, where: str, problems: list) -> dict:
+def check_teacher(table: Any, where: str, problems: list, classes: int) -> dict:
     teacher = check_table(table, schema.TEACHER, where, problems)
     path = teacher.get("checkpoint")
     if path and not Path(path).expanduser().is_file():
         problems.append((f"{where}.checkpoint", f"no such file: {path}"))
     elif path and teacher.get("arch"):
-        problem = checkpoint_problem(Path(path).expanduser(), teacher["arch"])
+        problem = checkpoint_problem(Path(path).expanduser(), teacher["arch"], classes)
         if problem:
             problems.append((f"{where}.checkpoint", f"{path}: {problem}"))
     return teacher
 
 
-def checkpoint_problem(path: Path, arch: str) -> str | None:
+def checkpoint_problem(path: Path, arch: str, classes: int = 10) -> str | None:
     """Load an external teacher's weights once, safely (weights_only / safetensors), into its
     declared architecture: what would otherwise fail inside every job that uses it."""
     import pickle
@@ -391,9 +396,9 @@ def checkpoint_problem(path: Path, arch: str) -> str | None:
     if not isinstance(state, dict):
         return "not a state dict"
     try:
-        build_model(arch).load_state_dict(state)
+        build_model(arch, classes).load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:
-        return f"does not fit arch {arch!r}: {str(e).strip().splitlines()[0]}"
+        return f"does not fit arch {arch!r} with {classes} classes: {str(e).strip().splitlines()[0]}"
     return None
 
 
@@ -543,12 +548,22 @@ def make_job(stage, method, spec, seed, arch, teacher_keys, tset_label, recipe, 
     config = {
         "arch": arch, "seed": seed, "teachers": list(teacher_keys), "data": data,
         "recipe": result_fields(recipe, schema.TRAIN),
-        "method": {"terms": spec["terms"], "params": spec["params"]},
+        "method": {"terms": spec["terms"], "params": keyed_params(spec["params"])},
     }
     if world > 1:  # per-rank BatchNorm: another rank count is another experiment (absent at 1: keys unchanged)
         config["world_size"] = world
     runtime = {k: v for k, v in recipe.items() if k not in config["recipe"]}
     return Job(job_key(config), stage, method, seed, tset_label, arch, tuple(teacher_keys), config, runtime)
+
+
+def keyed_params(params: dict[str, dict]) -> dict[str, dict]:
+    """Term parameters as the job key covers them: without those declared `keyed_at_default=False`
+    while at their default (the job still runs with it: a term fills in what it is not given)."""
+    def keyed(term: str, name: str, value: Any) -> bool:
+        declared = TERMS[term].parameters.get(name) if term in TERMS else None
+        return declared is None or declared.keyed_at_default or value != declared.default
+
+    return {term: {k: v for k, v in p.items() if keyed(term, k, v)} for term, p in params.items()}
 
 
 def _unique(jobs: list[Job]) -> list[Job]:

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
+from harness.data.datasets import NAMES as DATASETS
 from harness.models import ARCHS
 from harness.config.precision import CHOICES as PRECISIONS
 
@@ -39,7 +40,7 @@ TOP = {
 }
 
 DATA = {
-    "dataset": Key("str", "cifar10", "the data set", choices=("cifar10",)),
+    "dataset": Key("str", "cifar10", "the data set (its classes set the models' outputs)", choices=DATASETS),
     "root": Key("str", "~/data", "cache written by `python -m harness.data prepare --root`", affects_result=False),
     "val_size": Key("int", 5000, "validation images held out of the 50k training set, stratified", minimum=10),
     "split_seed": Key("int", 0, "seed of the train/val split: fixed, never the run's seed", minimum=0, maximum=SEED_MAX),

@@ -162,6 +162,7 @@ CIFAR100 = DatasetSpec(
 DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({spec.name: spec for spec in (CIFAR10, CIFAR100)})
 NAMES = tuple(DATASETS)
 DEFAULT = "cifar10"
+TRAIN_IMAGES = 50_000  # the official training split of either CIFAR, before validation is held out
 
 
 def get(name: str | DatasetSpec) -> DatasetSpec:

@@ -51,10 +51,10 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_frozen(path: str | Path, arch: str, device: torch.device,
-                memory_format: torch.memory_format = torch.channels_last) -> nn.Module:
+                memory_format: torch.memory_format = torch.channels_last, num_classes: int = 10) -> nn.Module:
     """A teacher: built, loaded (safetensors, ours or a bare state dict), frozen, in eval mode, on the device."""
     state = read_state(path)
-    model = build_model(arch)
+    model = build_model(arch, num_classes)
     model.load_state_dict(state)
     model.requires_grad_(False).eval()
     return model.to(device, memory_format=memory_format)

@@ -23,7 +23,7 @@ from harness.models import checkpoint
 from harness.config import precision
 from harness.run import robustness, teacher_cache, tracking
 from harness.run.layout import JobPaths
-from harness.data import load_cifar10
+from harness.data import load_dataset
 from harness.data.device import DeviceData
 from harness.run.evaluate import job_metrics, predict
 from harness.models import build_model
@@ -127,8 +127,8 @@ def build_trainer(config: dict, runtime: dict, cifar, teachers: list[tuple[str, 
     memory_format = torch.channels_last if runtime.get("channels_last", True) else torch.contiguous_format
     torch.manual_seed(config["seed"])
     data = DeviceData(cifar, device)
-    model = build_model(config["arch"]).to(device, memory_format=memory_format)
-    frozen = [checkpoint.load_frozen(path, arch, device, memory_format) for arch, path in teachers]
+    model = build_model(config["arch"], cifar.num_classes).to(device, memory_format=memory_format)
+    frozen = [checkpoint.load_frozen(path, arch, device, memory_format, cifar.num_classes) for arch, path in teachers]
     if runtime.get("compile"):  # in place: parameter names, so checkpoints, stay those of the plain module
         for net in (model, *frozen):
             net.compile()
@@ -160,8 +160,9 @@ def build_trainer(config: dict, runtime: dict, cifar, teachers: list[tuple[str, 
 def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
     """Train the job described by `spec` (see harness.run.job) in `folder`; return its metrics."""
     config, data_cfg = spec["config"], spec["config"]["data"]
-    cifar = load_cifar10(spec["data_root"], val_size=data_cfg["val_size"], split_seed=data_cfg["split_seed"],
-                         limit_train=data_cfg["limit_train"], limit_test=data_cfg["limit_test"])
+    cifar = load_dataset(spec["data_root"], data_cfg.get("dataset", "cifar10"), val_size=data_cfg["val_size"],
+                         split_seed=data_cfg["split_seed"], limit_train=data_cfg["limit_train"],
+                         limit_test=data_cfg["limit_test"])
     names = spec["teacher_set"].split("+") if spec.get("teachers") else []
     run = tracking.JobRun(spec, folder, emit)  # [tracking]: a warning at worst, never the job's failure
     try:
