@@ -63,10 +63,12 @@ def main(argv=None) -> int:
     root = args.out / plan.grid["name"]
     if args.dry_run:
         console.print(plan_table(plan, root))
+        console.print(cost_text(plan))
         return EXIT_OK
     from harness.run import robustness
 
-    problem = check_data(plan.grid["data"]) or robustness.check_cache(plan.grid["data"]["root"], plan.grid["eval"])
+    data = plan.grid["data"]
+    problem = check_data(data) or robustness.check_cache(data["root"], plan.grid["eval"], data["dataset"])
     if problem:
         console.print(f"[red]error:[/] {escape(problem)}", highlight=False)
         return EXIT_BAD_INPUT
@@ -96,10 +98,10 @@ def main(argv=None) -> int:
 
 def check_data(data: dict) -> str | None:
     """The data cache must be there before anything runs (or is queued)."""
-    from harness.data import DataError, load_cifar10
+    from harness.data import DataError, load_dataset
 
     try:
-        load_cifar10(data["root"], val_size=data["val_size"], split_seed=data["split_seed"],
+        load_dataset(data["root"], data["dataset"], val_size=data["val_size"], split_seed=data["split_seed"],
                      limit_train=data["limit_train"], limit_test=data["limit_test"])
     except DataError as e:
         return str(e)
@@ -179,10 +181,12 @@ def announce(plan: Plan, root: Path, console, to_run: list[Job]) -> list[Job]:
 def plan_table(plan: Plan, root: Path) -> Table:
     import torch
 
+    from harness.config.grid import num_classes
     from harness.models import build_model, count_parameters
 
     with torch.device("meta"):  # counts need shapes only
-        params = {arch: count_parameters(build_model(arch)) / 1e6 for arch in {j.arch for j in plan.jobs}}
+        params = {arch: count_parameters(build_model(arch, num_classes(plan.grid))) / 1e6
+                  for arch in {j.arch for j in plan.jobs}}
     table = Table(title=f"{plan.grid['name']}: {len(plan.jobs)} jobs "
                         f"({len(plan.stage('teacher'))} teachers, {len(plan.stage('student'))} students)")
     for column in ("stage", "key", "arch", "params (M)", "method", "seed", "teachers", "epochs", "state"):
@@ -191,6 +195,24 @@ def plan_table(plan: Plan, root: Path) -> Table:
         table.add_row(job.stage, job.key, job.arch, f"{params[job.arch]:.2f}", job.method, str(job.seed),
                       job.teacher_set, str(job.config["recipe"]["epochs"]), GridPaths(root).job(job.key).state())
     return table
+
+
+def cost_text(plan: Plan) -> str:
+    """What the plan will cost per stage and in all, from the measured throughput table."""
+    from harness.config import cost
+
+    kind = cost.device_kind(plan.grid)
+    whole = cost.estimate(plan, kind=kind)
+    if whole is None:
+        return (f"cost: no {kind} throughput measured yet (python -m harness.bench archs --record on such a "
+                "device fills harness/config/throughput.json)")
+    parts = [f"{stage}s {cost.human(cost.estimate(plan, plan.stage(stage), kind).seconds, kind)}"
+             for stage in ("teacher", "student") if plan.stage(stage)]
+    lines = [f"cost: {cost.human(whole.seconds, kind)} ({', '.join(parts)}) at the training throughput "
+             f"measured on {whole.device}; an estimate (see harness/config/cost.py)"]
+    if whole.unknown:
+        lines.append(f"      not counted: {', '.join(whole.unknown)} (no throughput measured on that device)")
+    return escape("\n".join(lines))
 
 
 if __name__ == "__main__":

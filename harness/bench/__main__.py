@@ -18,7 +18,9 @@
            task start to first training step (goal < 5 s)
 - cakd:    kd+at, kd+fa+at and CAKD with each mask, step time vs a kd step with the same
            ResNet110 teacher (goals: kd+fa+at ≤ 1.15×, intervention ≤ 2×, gradient ≤ 1.6×)
-- archs:   (only when named) training images/s of every architecture of the zoo, plain loop
+- archs:   (only when named) training images/s of every architecture of the zoo, plain loop;
+           `--record` stores them as this device kind's (cpu or cuda) entry of the throughput
+           table that `launch --dry-run` estimates a grid's cost from
 - mate:    MATE-KD with three teachers (ResNet110, DenseNet121, VGG19-BN). Cache on vs a ce step
            (goal ≤ 1.4×); cache off vs (student step + the teachers' forward and backward to
            their last feature map) (goal ≤ 1.25×); both also vs a kd step with the same teachers;
@@ -31,9 +33,7 @@ shifts both alike. Random images stand in for CIFAR-10 (speed does not depend on
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
-from pathlib import Path
 
 import torch
 from rich.table import Table
@@ -42,7 +42,7 @@ from harness.bench.archs import bench_archs
 from harness.bench.pipeline import bench_augment, bench_plan, bench_report, bench_robustness
 from harness.bench.slurm import bench_slurm
 from harness.bench.step import bench_cakd, bench_kd, bench_mate, bench_step
-from harness.bench.timing import Row
+from harness.bench.timing import Row, device_name
 from harness.config import precision
 from harness.display import make_console
 
@@ -50,22 +50,6 @@ BENCHES = {"step": bench_step, "kd": bench_kd, "augment": bench_augment, "plan":
            "mate": bench_mate, "slurm": bench_slurm, "robustness": bench_robustness, "report": bench_report,
            "archs": bench_archs}
 ONLY_WHEN_NAMED = {"slurm", "archs"}  # need a cluster, or take long: not part of the default run
-
-
-def device_name() -> str:
-    """What the figures were measured on: the GPU's name, or the CPU's model and vector extension."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
-                 platform.machine())
-    return f"CPU {model} ({torch.backends.cpu.get_cpu_capability()})"
-
-
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
 
 
 def parse(argv) -> argparse.Namespace:
@@ -78,6 +62,8 @@ def parse(argv) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
     parser.add_argument("--precision", choices=precision.CHOICES, default="auto",
                         help="autocast precision (default auto: bf16 where the hardware has it natively, else no)")
+    parser.add_argument("--record", action="store_true",
+                        help="archs: store the figures in harness/config/throughput.json (the dry run's cost table)")
     args = parser.parse_args(argv)
     args.precision = precision.resolve(args.precision, torch.cuda.is_available())
     return args

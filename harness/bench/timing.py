@@ -1,10 +1,12 @@
 """The one timing helper: timers that wait for the device, alternated after a warm-up, their medians, the result Row."""
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -58,3 +60,19 @@ def alternate(repeats: int, warm_up: bool = True, **timers: Timer) -> dict[str, 
         for name, measure in timers.items():
             samples[name].append(measure())
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def device_name() -> str:
+    """What the figures were measured on: the GPU's name, or the CPU's model and vector extension."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
+                 platform.machine())
+    return f"CPU {model} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""

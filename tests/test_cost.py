@@ -1,0 +1,69 @@
+"""The dry run's cost estimate: images per job × measured throughput, per stage and in all."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.config import cost, grid as gridlib
+from harness.launch import main as launch
+
+RATES = {"resnet20": 1000.0}  # the tiny grid's students and its teacher are all resnet20
+
+
+@pytest.fixture
+def table(tmp_path, monkeypatch):
+    path = tmp_path / "throughput.json"
+    monkeypatch.setattr(cost, "TABLE", path)
+    cost.record("cpu", {"device": "CPU Test (AVX2)", "precision": "no", "batch": 128, "measured": "2026-11-25",
+                        "images_per_s": RATES})
+    return path
+
+
+def test_a_recorded_entry_replaces_only_its_device_kind(table):
+    cost.record("cuda", {"device": "GPU", "images_per_s": {}})
+    cost.record("cuda", {"device": "GPU 2", "images_per_s": {}})
+    saved = json.loads(table.read_text())
+    assert sorted(saved) == ["cpu", "cuda"] and saved["cuda"]["device"] == "GPU 2"
+    assert saved["cpu"]["images_per_s"] == RATES
+
+
+def test_the_estimate_is_images_over_throughput(table, write_grid):
+    plan = gridlib.plan(gridlib.load(write_grid()))
+    train, val, forward = 300, 100, 1 / 3  # limit_train, val_size; a forward is a third of a step
+    epochs = 3
+    teacher = (epochs * train + epochs * val * forward) / 1000
+    ce = teacher  # same arch, same recipe, no teacher forwards
+    kd = ce + epochs * train * forward / 1000  # plus its teacher's forward on every training image
+    assert cost.estimate(plan, plan.stage("teacher"), "cpu").seconds == pytest.approx(teacher)
+    assert cost.estimate(plan, plan.stage("student"), "cpu").seconds == pytest.approx(2 * ce + 2 * kd)
+    whole = cost.estimate(plan, kind="cpu")
+    assert whole.seconds == pytest.approx(teacher + 2 * ce + 2 * kd) and whole.unknown == ()
+    assert "CPU Test (AVX2)" in whole.device and cost.estimate(plan, kind="cuda") is None
+
+
+def test_architectures_never_measured_are_named_not_guessed(table, write_grid):
+    plan = gridlib.plan(gridlib.load(write_grid(), ["teachers.small.arch='resnet56'"]))
+    whole = cost.estimate(plan, kind="cpu")
+    assert whole.unknown == ("resnet56",)
+    assert whole.seconds == pytest.approx(2 * (3 * 300 + 3 * 100 / 3) / 1000)  # the two ce students alone
+
+
+def test_human_units():
+    assert cost.human(3600 * 40, "cuda") == "≈ 40.0 GPU-hours"
+    assert cost.human(3600 * 24 * 3.1, "cpu") == "≈ 3.1 CPU-days"
+
+
+def test_the_dry_run_states_the_cost(table, write_grid, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cost, "device_kind", lambda grid: "cpu")  # as here, on a host with a GPU too
+    assert launch([str(write_grid()), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "cost: ≈ 0.0 CPU-hours (teachers ≈ 0.0 CPU-hours, students ≈ 0.0 CPU-hours)" in text
+    assert "measured on CPU Test (AVX2) (no, batch 128, measured 2026-11-25)" in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_shipped_table_names_its_devices():
+    for kind, entry in cost.measured().items():
+        assert kind in ("cpu", "cuda") and entry["device"] and entry["command"].startswith("python -m harness.bench")
+        assert all(rate > 0 for rate in entry["images_per_s"].values())
