@@ -44,11 +44,22 @@ def harness_trainer(method: str, args, teachers=(), options: dict | None = None,
 
 
 def saved_teacher(arch: str) -> tuple[str, str]:
-    """(arch, path) of a randomly initialised teacher checkpoint (speed does not need a trained one)."""
+    """(arch, path) of a randomly initialised teacher checkpoint (speed does not need a trained one).
+    Its BatchNorm statistics are those of a few random batches: with the initial ones (mean 0,
+    variance 1) a deep network's activations grow layer after layer until, under bf16, the
+    distillation losses overflow and the timed training stops on a non-finite loss."""
     from harness.models import build_model, checkpoint
 
+    torch.manual_seed(0)
+    model = build_model(arch)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # a plain average over the batches below
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.randn(64, 3, 32, 32))
     path = Path(tempfile.mkdtemp()) / f"{arch}.pt"
-    checkpoint.save_weights(path, arch, build_model(arch))
+    checkpoint.save_weights(path, arch, model)
     return arch, str(path)
 
 
