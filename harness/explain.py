@@ -21,14 +21,12 @@ import torch
 
 from harness.run.layout import JobPaths
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-
-def load_student(folder: Path, arch: str, device: torch.device):
+def load_student(folder: Path, arch: str, device: torch.device, num_classes: int = 10):
     from harness.models import checkpoint
     from harness.models import build_model
 
-    model, paths = build_model(arch), JobPaths(folder)
+    model, paths = build_model(arch, num_classes), JobPaths(folder)
     if paths.model.is_file():
         state = checkpoint.load(paths.model)["state_dict"]
     elif paths.checkpoint.is_file():  # an unfinished job: its last completed epoch
@@ -44,33 +42,36 @@ def load_student(folder: Path, arch: str, device: torch.device):
 def compute(folder: Path, n_images: int, split: str, cam_class: str | None, seed: int = 0) -> dict:
     """Images, maps (S × S, normalised), weights and similarities for `n_images` of `split`."""
     from harness.models import checkpoint
-    from harness.data import load_cifar10
+    from harness.data import load_dataset
     from harness.data.device import Normalize
     from methods import Batch, Context, Outputs
     from methods.mate import MateKD
 
     spec = JobPaths(folder).read_spec()
     config, data_cfg = spec["config"], spec["config"]["data"]
-    cifar = load_cifar10(spec["data_root"], val_size=data_cfg["val_size"], split_seed=data_cfg["split_seed"],
-                         limit_train=data_cfg["limit_train"], limit_test=data_cfg["limit_test"])
+    cifar = load_dataset(spec["data_root"], data_cfg.get("dataset", "cifar10"), val_size=data_cfg["val_size"],
+                         split_seed=data_cfg["split_seed"], limit_train=data_cfg["limit_train"],
+                         limit_test=data_cfg["limit_test"])
     images, labels = getattr(cifar, f"x_{split}"), getattr(cifar, f"y_{split}")
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(labels), size=min(n_images, len(labels)), replace=False))
     images, labels = images[pick], labels[pick].astype(np.int64)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    student = load_student(folder, config["arch"], device)
-    teachers = [checkpoint.load_frozen(path, arch, device, torch.contiguous_format) for arch, path in spec["teachers"]]
+    student = load_student(folder, config["arch"], device, cifar.num_classes)
+    teachers = [checkpoint.load_frozen(path, arch, device, torch.contiguous_format, cifar.num_classes)
+                for arch, path in spec["teachers"]]
     names = spec["teacher_set"].split("+") if teachers else []
     params = {**MateKD.defaults, **config["method"]["params"].get("mate", {}), "teacher_cache": "off"}
     if cam_class:
         params["cam_class"] = cam_class
-    x = Normalize(device)(torch.from_numpy(images).to(device))
+    x = Normalize(device, cifar.spec.mean, cifar.spec.std)(torch.from_numpy(images).to(device))
     y = torch.from_numpy(labels).to(device)
     with torch.no_grad():
         s_logits, s_feats = student(x, features=True)
         t_outs = [Outputs(*t(x, features=True)) for t in teachers]
     out = {"images": images, "labels": labels, "pred": s_logits.argmax(1).cpu().numpy(), "names": names,
+           "classes": cifar.class_names,
            "student_arch": config["arch"], "teacher_archs": [a for a, _ in spec["teachers"]],
            "key": spec["key"], "method": spec["method"], "params": params, "split": split}
     if teachers:
@@ -106,7 +107,7 @@ def draw(info: dict, path: Path) -> None:
         f"teacher {n}" + ("" if n == a else f"\n{a}") for n, a in zip(info["names"], info["teacher_archs"])]
     for r in range(rows):
         image = info["images"][r]
-        label, pred = CLASSES[info["labels"][r]], CLASSES[info["pred"][r]]
+        label, pred = info["classes"][info["labels"][r]], info["classes"][info["pred"][r]]
         maps = [info["student_maps"][r]] + ([info["teacher_maps"][r, j] for j in range(k)] if k else [])
         for c in range(cols):
             ax = axes[r, c]

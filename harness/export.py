@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from harness.data import datasets
 from harness.models import checkpoint
 from harness.models import build_model
 from harness.run.layout import JobPaths, State
@@ -21,10 +22,10 @@ def export(folder: Path, out: Path) -> dict[str, str]:
     result = json.loads(paths.result.read_text())  # raises where there is none: nothing to export
     if result.get("status") != State.COMPLETED:
         raise ValueError(f"{folder}: the job is {result.get('status')!r}, not completed")
-    arch = spec["config"]["arch"]
-    model = build_model(arch)
+    arch, dataset = spec["config"]["arch"], spec["config"]["data"].get("dataset", datasets.DEFAULT)
+    model = build_model(arch, datasets.get(dataset).num_classes)
     model.load_state_dict(checkpoint.read_state(paths.model))
-    metadata = {"job_key": spec["key"], "seed": str(spec["seed"]), "test_top1": f"{result['test_top1']:.2f}",
+    metadata = {"job_key": spec["key"], "dataset": dataset, "seed": str(spec["seed"]), "test_top1": f"{result['test_top1']:.2f}",
                 "git_commit": str(result.get("git_commit")), "epochs": str(spec["config"]["recipe"]["epochs"])}
     checkpoint.save_safetensors(out, arch, model, metadata)
     return {"arch": arch, **metadata}

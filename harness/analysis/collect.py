@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.config import grid as gridlib
+from harness.data import datasets
 from harness.run.layout import GridPaths, JobPaths, read_json
 from harness.atomic import atomic_write
 
@@ -35,7 +36,7 @@ RUNS_SCHEMA = pa.schema([
     ("test_nll", pa.float64()), ("test_ece", pa.float64()), ("agreement_ensemble", pa.float64()),
     ("agreement_teachers", pa.string()), ("test_per_class_top1", pa.string()), ("test_reliability", pa.string()),
     ("cifar10c_mean_top1", pa.float64()), ("cifar10c_mean_over", pa.string()), ("robustness_eval_s", pa.float64()),
-    ("cifar10c_clean_top1", pa.float64()), ("cifar10c_images", pa.int64()),
+    ("cifar10c_clean_top1", pa.float64()), ("cifar10c_images", pa.int64()), ("dataset", pa.string()),
 ])
 ROBUSTNESS_SCHEMA = pa.schema([
     ("schema_version", pa.int32()), ("job_key", pa.string()), ("corruption", pa.string()), ("severity", pa.int64()),
@@ -56,6 +57,7 @@ def run_row(grid: str, job: gridlib.Job, paths: JobPaths, usage: dict[str, dict]
     row = {name: result.get(name) for name in RUNS_SCHEMA.names}
     row.update(schema_version=SCHEMA_VERSION, grid=grid, job_key=job.key, stage=job.stage, method=job.method,
                seed=job.seed, teacher_set=job.teacher_set, arch=job.arch, status=status,
+               dataset=job.config["data"].get("dataset", datasets.DEFAULT),
                mixed_precision=job.config["recipe"]["mixed_precision"],
                attempts=attempts.get("attempts", 0), wall_time_s=result.get("wall_time_s", attempts.get("wall_time_s")),
                config_json=json.dumps(job.config, sort_keys=True))

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.analysis import stats
+from harness.data import datasets
 from harness.data.corruptions import EXTRA, STANDARD
 from harness.run.layout import GridPaths
-from harness.analysis.results import (CE, CLASSES, NO_TEACHERS, Results, c10c_clean_text, c10c_images_text, completed,
+from harness.analysis.results import (CE, NO_TEACHERS, Results, c10c_clean_text, c10c_images_text, completed,
                                       mean_ece, sections)
 
 FIG_DPI = 200
@@ -456,6 +457,14 @@ def pooled_reliability(runs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return 100 * conf[have] / count[have], 100 * acc[have] / count[have]
 
 
+def class_names(rows: list[dict], seen: int) -> list[str]:
+    """The class names of the data set the rows' jobs trained on (CIFAR-10's for tables from before
+    runs.parquet had a dataset column), or indices where the confusion holds more classes."""
+    name = next((r.get("dataset") for r in rows if r.get("dataset")), datasets.DEFAULT)
+    names = list(datasets.get(name).class_names)
+    return names if seen <= len(names) else [str(i) for i in range(seen)]
+
+
 def fig_confusion(res: Results, plt):
     if res.confusion is None or not res.confusion.num_rows:
         return None
@@ -474,19 +483,22 @@ def fig_confusion(res: Results, plt):
     t = conf.column("true_class").to_numpy(zero_copy_only=False)[mask]
     p = conf.column("pred_class").to_numpy(zero_copy_only=False)[mask]
     c = conf.column("count").to_numpy(zero_copy_only=False)[mask].astype(float)
-    k = int(max(t.max(), p.max())) + 1
-    k = max(k, 10) if k <= 10 else k
+    names = class_names(res.groups[best], int(max(t.max(), p.max())) + 1)
+    k = len(names)
     m = np.zeros((k, k))
     np.add.at(m, (t, p), c)
     pct = 100 * m / np.maximum(m.sum(1, keepdims=True), 1)
-    names = CLASSES if k == 10 else [str(i) for i in range(k)]
     fig, ax = plt.subplots(figsize=(FIG_WIDTH * 0.75, FIG_WIDTH * 0.68), layout="constrained")
     im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
-    for (i, j), v in np.ndenumerate(pct):
-        if v >= 0.5:
-            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color="white" if v > 50 else "black")
-    ax.set_xticks(range(k), names, rotation=45, ha="right")
-    ax.set_yticks(range(k), names)
+    if k <= 20:  # a number in each cell, a name on each row and column
+        for (i, j), v in np.ndenumerate(pct):
+            if v >= 0.5:
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color="white" if v > 50 else "black")
+        ax.set_xticks(range(k), names, rotation=45, ha="right")
+        ax.set_yticks(range(k), names)
+    else:  # 100 classes: the colours alone, class indices every tenth row and column
+        ax.set_xticks(range(0, k, 10))
+        ax.set_yticks(range(0, k, 10))
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     fig.colorbar(im, ax=ax, label="% of the true class (row)", shrink=0.8)

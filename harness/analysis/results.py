@@ -16,7 +16,6 @@ from harness.analysis import stats
 from harness.data.corruptions import STANDARD
 from harness.run.layout import GridPaths, State
 
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CE = "ce"  # the teacher-free baseline every student table compares with
 NO_TEACHERS = "none"  # teacher_set of a job without teachers
 DEFAULT_BASELINES = ("kd",)

@@ -1,4 +1,5 @@
-"""CIFAR-10-C evaluation of a trained model, at the end of a job (grid section [eval]).
+"""CIFAR-10-C evaluation of a trained model, at the end of a job (grid section [eval]); CIFAR-100-C
+for a CIFAR-100 grid (the same 19 corruptions; the metric names keep the `cifar10c_` prefix).
 
 Each corruption's requested severities are read from the cache (`harness.data.cifar10c`) into one
 pinned host buffer, copied to the device once, and classified in batches with the same
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from harness.atomic import atomic_write_json
 from harness.data.cifar10c import load_cifar10c
 from harness.data.corruptions import STANDARD, SEVERITIES
+from harness.data.datasets import DEFAULT, get
 from harness.run.evaluate import predict
 from harness.run.layout import JobPaths
 
@@ -53,10 +55,10 @@ class _Staging:
         return out
 
 
-def _blocks(root, corruptions, severities, limit):
+def _blocks(root, corruptions, severities, limit, dataset):
     """(name, [(severity, images, labels, source)]) per corruption, in cache order."""
     current, group = None, []
-    for name, severity, images, labels, source in load_cifar10c(root, corruptions, severities, limit):
+    for name, severity, images, labels, source in load_cifar10c(root, corruptions, severities, limit, dataset):
         if name != current and group:
             yield current, group
             group = []
@@ -68,7 +70,8 @@ def _blocks(root, corruptions, severities, limit):
 
 def evaluate_corruptions(model: nn.Module, normalize, device: torch.device, root: str | Path,
                          corruptions="all", severities=SEVERITIES, limit: int | None = None,
-                         batch_size: int = 1000, autocast=contextlib.nullcontext) -> tuple[list[dict], float]:
+                         batch_size: int = 1000, autocast=contextlib.nullcontext,
+                         dataset: str = DEFAULT) -> tuple[list[dict], float]:
     """Top-1 of `model` on every corruption × severity; returns (rows, seconds)."""
     model.eval()
     start = time.perf_counter()
@@ -80,7 +83,7 @@ def evaluate_corruptions(model: nn.Module, normalize, device: torch.device, root
             rows.append({"corruption": name, "severity": severity, "top1": 100.0 * c / len(images),
                          "n": len(images), "corruption_source": source})
 
-    for name, group in _blocks(root, corruptions, severities, limit):
+    for name, group in _blocks(root, corruptions, severities, limit, dataset):
         images = staging.to_device([g[1] for g in group])
         labels = torch.from_numpy(np.concatenate([g[2] for g in group])).to(device, non_blocking=True)
         hits = predict(model, images, normalize, batch_size, autocast).argmax(1) == labels
@@ -109,7 +112,7 @@ def summarize(rows: list[dict]) -> dict:
     return {"cifar10c_mean_top1": mean, "cifar10c_mean_over": over}
 
 
-def clean_on_same_images(t, root: str | Path, rows: list[dict]) -> dict:
+def clean_on_same_images(t, root: str | Path, rows: list[dict], dataset: str = DEFAULT) -> dict:
     """Top-1 on the clean test images the corruptions were made from (CIFAR-10-C holds the test set
     in order, so a `limit` of n means its first n images): the figure to set beside the corrupted
     ones, whose image count may differ from the clean test score's."""
@@ -118,25 +121,25 @@ def clean_on_same_images(t, root: str | Path, rows: list[dict]) -> dict:
     if not rows:
         return {}
     n = max(r["n"] for r in rows)
-    arrays = open_arrays(root, read_manifest(root))
+    arrays = open_arrays(root, read_manifest(root, dataset))
     images = torch.from_numpy(np.array(arrays["x_test"][:n])).to(t.data.device)
     labels = torch.from_numpy(np.array(arrays["y_test"][:n], dtype=np.int64)).to(t.data.device)
     logits = predict(t.model, images, t.data.normalize, t.eval_batch_size, t.accelerator.autocast)
     return {"cifar10c_clean_top1": 100.0 * (logits.argmax(1) == labels).float().mean().item(), "cifar10c_images": n}
 
 
-def check_cache(root: str | Path, cfg: dict) -> str | None:
+def check_cache(root: str | Path, cfg: dict, dataset: str = DEFAULT) -> str | None:
     """What launch asks before anything runs: can the cache serve [eval]? None, or the problem."""
     from harness.data import DataError
 
     if not cfg.get("corruptions"):
         return None
     try:
-        next(load_cifar10c(root, cfg["corruptions"], cfg.get("severities") or SEVERITIES, cfg.get("limit")))
+        next(load_cifar10c(root, cfg["corruptions"], cfg.get("severities") or SEVERITIES, cfg.get("limit"), dataset))
     except DataError as e:
         return f"[eval] corruptions: {e}"
     except StopIteration:
-        return f"[eval] corruptions = \"all\", but the CIFAR-10-C cache under {root} holds none"
+        return f"[eval] corruptions = \"all\", but the {get(dataset).c_title} cache under {root} holds none"
     return None
 
 
@@ -145,10 +148,12 @@ def evaluate_job(t, spec: dict, folder: Path) -> dict:
     cfg = (spec.get("runtime") or {}).get("eval") or {}
     if not cfg.get("corruptions"):
         return {}
+    dataset = spec["config"]["data"].get("dataset", DEFAULT)
     rows, seconds = evaluate_corruptions(t.model, t.data.normalize, t.data.device, spec["data_root"],
                                          cfg["corruptions"], cfg.get("severities") or SEVERITIES, cfg.get("limit"),
-                                         t.eval_batch_size, t.accelerator.autocast)
-    summary = {**summarize(rows), **clean_on_same_images(t, spec["data_root"], rows), "robustness_eval_s": seconds}
+                                         t.eval_batch_size, t.accelerator.autocast, dataset)
+    summary = {**summarize(rows), **clean_on_same_images(t, spec["data_root"], rows, dataset),
+               "robustness_eval_s": seconds}
     images = sum(r["n"] for r in rows)
     atomic_write_json(JobPaths(folder).robustness, {"rows": rows, **summary, "images": images,
                                                     "images_per_s": images / seconds if seconds else None})
