@@ -122,8 +122,9 @@ def test_method_variants_and_compositions(tmp_path):
     text = BASE + '[methods.kd]\ntemperature = 2.0\n[methods.soft]\nterms = ["kd"]\nalpha = 0.5\n'
     grid = load(tmp_path, text, ["grid.method=['kd', 'soft', 'kd+at']"])
     resolved = grid["resolved_methods"]
-    assert resolved["kd"]["params"]["kd"] == {"temperature": 2.0, "alpha": 0.9, "teacher_cache": "off"}
-    assert resolved["soft"]["params"]["kd"] == {"temperature": 2.0, "alpha": 0.5, "teacher_cache": "off"}
+    kd = {"temperature": 2.0, "alpha": 0.9, "standardize": False, "teacher_cache": "off"}
+    assert resolved["kd"]["params"]["kd"] == kd
+    assert resolved["soft"]["params"]["kd"] == {**kd, "alpha": 0.5}
     assert resolved["kd+at"]["terms"] == ["kd", "at"]
     found = problems(tmp_path, BASE + '[methods.soft]\nterms = ["kd"]\nbeta = 1.0\n', ["grid.method=['soft']"])
     assert found[0][0] == "methods.soft.beta"

@@ -105,7 +105,7 @@ def apply_override(raw: dict, item: str, problems: list) -> None:
     except tomllib.TOMLDecodeError:
         value = text
     *parents, leaf = dotted.strip().split(".")
-    if not parents and leaf in (*schema.SECTIONS, "teachers", "methods"):
+    if not parents and leaf in (*schema.SECTIONS, "teachers", "students", "methods"):
         problems.append((f"--set {item}", f"{leaf!r} is a table: set one of its keys, e.g. --set {leaf}.KEY=VALUE"))
         return
     node = raw
@@ -183,7 +183,7 @@ def _below(value, minimum, strict: bool = True) -> bool:
 def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
     top = {k: v for k, v in raw.items() if not isinstance(v, dict)}
     tables = {k: v for k, v in raw.items() if isinstance(v, dict)}
-    allowed = {**schema.TOP, **{s: None for s in (*schema.SECTIONS, "teachers", "methods")}}
+    allowed = {**schema.TOP, **{s: None for s in (*schema.SECTIONS, "teachers", "students", "methods")}}
     for name in tables:
         if name not in allowed or name in schema.TOP:
             problems.append((name, "unknown table" + suggest(name, allowed)))
@@ -195,9 +195,16 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
         name: check_teacher(t, f"teachers.{name}", problems, num_classes(grid))
         for name, t in tables.get("teachers", {}).items()
     }
+    grid["students"] = {
+        name: check_student(s, f"students.{name}", problems) for name, s in tables.get("students", {}).items()
+    }
+    if grid["students"] and "arch" in tables.get("train", {}):
+        problems.append(("train.arch", "the [students.NAME] tables name the students: train.arch would be none of "
+                         "them; remove it (a student of that arch is one more [students.NAME] table)"))
     grid["methods"] = tables.get("methods", {})
     check_method_tables(grid["methods"], problems)
     check_grid_axes(grid, problems)
+    check_students(grid, problems)
     check_eval(grid["eval"], problems)
     check_tracking(grid, problems)
     cluster = grid["cluster"]
@@ -213,6 +220,8 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
                          f"{cluster['timeout_min'] * 60 - 60} s"))
     if not problems:
         check_method_builds(grid, problems)
+    if not problems:
+        check_labels(grid, problems)
     problems[:] = list(dict.fromkeys(problems))
     return grid
 
@@ -241,8 +250,9 @@ def check_ranks(grid: dict, problems: list) -> None:
 
 
 def recipe_tables(grid: dict) -> list[tuple[str, dict]]:
-    """[train] and every teacher's table, with the key path to name in a problem."""
-    return [("train", grid["train"]), *((f"teachers.{n}", t) for n, t in grid["teachers"].items())]
+    """[train] and every teacher's and student's table, with the key path to name in a problem."""
+    return [("train", grid["train"]), *((f"teachers.{n}", t) for n, t in grid["teachers"].items()),
+            *((f"students.{n}", t) for n, t in grid.get("students", {}).items())]
 
 
 def num_classes(grid: dict) -> int:
@@ -354,15 +364,18 @@ def check_method_builds(grid: dict, problems: list) -> None:
 
     teachers = grid["teachers"]
     with torch.device("meta"):
-        student = build_model(grid["train"]["arch"], num_classes(grid))
-        for i, name in enumerate(grid["grid"]["method"]):
-            spec = grid["resolved_methods"][name]
-            for tset in teacher_sets_of(spec, grid):
-                try:
-                    build_method(spec, Context(student, [build_model(teachers[t]["arch"], num_classes(grid))
-                                                         for t in tset]))
-                except (ValueError, IndexError) as e:
-                    problems.append((f"grid.method[{i}]", f"{name!r} with teachers {'+'.join(tset) or 'none'}: {e}"))
+        for student in students_of(grid):
+            model = build_model(student.arch, num_classes(grid))
+            for i, name in enumerate(grid["grid"]["method"]):
+                spec = student.methods[name]
+                for tset in teacher_sets_of(spec, grid, student.teacher_sets):
+                    try:
+                        build_method(spec, Context(model, [build_model(teachers[t]["arch"], num_classes(grid))
+                                                           for t in tset]))
+                    except (ValueError, IndexError) as e:
+                        who = f" (student {student.name!r}, {student.arch})" if student.name else ""
+                        problems.append((f"grid.method[{i}]", f"{name!r}{who} with teachers "
+                                         f"{'+'.join(tset) or 'none'}: {e}"))
 
 
 def check_teacher(table: Any, where: str, problems: list, classes: int) -> dict:
@@ -418,16 +431,92 @@ def check_grid_axes(grid: dict, problems: list) -> None:
     sets = [(f"grid.teacher_set[{i}]", tset) for i, tset in enumerate(axes.get("teacher_set") or [])]
     sets += [(f"methods.{name}.teacher_sets[{i}]", tset) for name, m in resolved.items() if m
              for i, tset in enumerate(m["teacher_sets"] or [])]
+    check_teacher_sets(sets, teachers, problems)
+    if grid.get("students"):
+        return  # each student's teacher sets are checked with it (check_students)
+    for name, m in resolved.items():
+        if m and m["uses_teachers"] and not (m["teacher_sets"] or axes.get("teacher_set")):
+            problems.append(("grid.teacher_set", f"{name!r} uses teachers, but no teacher set is given "
+                             f"(grid.teacher_set, or teacher_sets in [methods.{name}])"))
+
+
+def check_teacher_sets(sets: list[tuple[str, Any]], teachers: dict, problems: list) -> None:
+    """Each (key path, teacher set): not empty, and every name a [teachers.<name>] table."""
     for where, tset in sets:
         if not tset:
             problems.append((where, "empty teacher set; leave teacher-free methods (ce) out of teacher_set"))
         for name in tset:
             if name not in teachers:
                 problems.append((where, f"no [teachers.{name}] table" + suggest(name, teachers)))
-    for name, m in resolved.items():
-        if m and m["uses_teachers"] and not (m["teacher_sets"] or axes.get("teacher_set")):
-            problems.append(("grid.teacher_set", f"{name!r} uses teachers, but no teacher set is given "
-                             f"(grid.teacher_set, or teacher_sets in [methods.{name}])"))
+
+
+def check_student(table: Any, where: str, problems: list) -> dict:
+    """A [students.NAME] table: its keys as a teacher's (schema.STUDENT), and its `methods` sub-table
+    (the student's own parameters of grid methods) kept aside for `check_students`."""
+    table = dict(table) if isinstance(table, dict) else table
+    methods = table.pop("methods", {}) if isinstance(table, dict) else {}
+    student = check_table(table, schema.STUDENT, where, problems)
+    if not isinstance(methods, dict):
+        problems.append((f"{where}.methods", f"expected a table of [methods.METHOD]-like tables, got {methods!r}"))
+        methods = {}
+    student["methods"] = methods
+    return student
+
+
+def check_students(grid: dict, problems: list) -> None:
+    """Each [students.NAME]: its teacher sets, its own method parameters, and a teacher set for
+    every method that uses teachers. Stores each student's resolved methods under
+    `resolved_methods`: the grid's, or, where it has a `methods` table, re-resolved with that
+    table laid over [methods] (so a term's checks and defaults apply as they do there)."""
+    teachers, axes = grid["teachers"], grid["grid"]
+    for name, student in grid["students"].items():
+        where = f"students.{name}"
+        sets = student.get("teacher_sets")
+        check_teacher_sets([(f"{where}.teacher_sets[{i}]", t) for i, t in enumerate(sets or [])], teachers, problems)
+        own = student["methods"]
+        resolved = dict(grid["resolved_methods"])
+        if own:
+            check_student_methods(own, grid["methods"], f"{where}.methods", problems)
+            own = {n: {k: v for k, v in t.items() if k not in METHOD_KEYS}  # reported: resolve without them
+                   for n, t in own.items() if isinstance(t, dict)}
+            merged, scratch = _overlay(grid["methods"], own), []
+            check_method_tables(merged, scratch)
+            for i, method in enumerate(axes.get("method") or []):
+                resolved[method] = resolve_method(method, merged, f"grid.method[{i}]", scratch)
+            # what the grid's own tables get wrong is reported once, as theirs; the rest came from here
+            problems += [(f"{where}.{p}" if p.startswith("methods.") else p, msg)
+                         for p, msg in scratch if (p, msg) not in problems]
+        student["resolved_methods"] = resolved
+        default = sets if sets is not None else axes.get("teacher_set")
+        for method, m in resolved.items():
+            if m and m["uses_teachers"] and not (m["teacher_sets"] or default):
+                problems.append((f"{where}.teacher_sets", f"{method!r} uses teachers, but student {name!r} has no "
+                                 f"teacher set ({where}.teacher_sets, grid.teacher_set, or teacher_sets in "
+                                 f"[methods.{method}])"))
+
+
+def check_student_methods(own: dict, tables: dict, where: str, problems: list) -> None:
+    """[students.NAME.methods.X]: X is a method term or a variant, and the table sets parameters
+    only (the variant itself, its terms and teacher sets, is the grid's: [methods.X])."""
+    variants = [*VARIANTS, *(n for n, t in tables.items() if isinstance(t, dict) and "terms" in t)]
+    for name, table in own.items():
+        if not isinstance(table, dict):
+            problems.append((f"{where}.{name}", "expected a table of the method's parameters"))
+        elif name not in TERMS and name not in variants:
+            problems.append((f"{where}.{name}", "neither a method term nor a variant of [methods]"
+                             + suggest(name, [*TERMS, *variants])))
+        for key in METHOD_KEYS:
+            if isinstance(table, dict) and key in table:
+                problems.append((f"{where}.{name}.{key}", f"a student sets parameters only: {key} belongs in "
+                                 f"[methods.{name}]"))
+
+
+def _overlay(base: dict, top: dict) -> dict:
+    """`top` laid over `base`, tables merged key by key at every depth."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _overlay(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
 
 
 METHOD_KEYS = ("terms", "teacher_sets")  # keys of a [methods.<name>] table that are not term parameters
@@ -468,12 +557,13 @@ def resolve_method(name: str, tables: dict, where: str, problems: list) -> dict 
             "teacher_sets": teacher_sets}
 
 
-def teacher_sets_of(spec: dict, grid: dict) -> list[list[str]]:
-    """The teacher sets a resolved method runs with: its variant's `teacher_sets`, else the grid's
-    `teacher_set` axis; `[[]]` (once, without teachers) for a teacher-free method."""
+def teacher_sets_of(spec: dict, grid: dict, default: list[list[str]] | None = None) -> list[list[str]]:
+    """The teacher sets a resolved method runs with: its variant's `teacher_sets`, else `default`
+    (a student's `teacher_sets`), else the grid's `teacher_set` axis; `[[]]` (once, without
+    teachers) for a teacher-free method."""
     if not spec["uses_teachers"]:
         return [[]]
-    return spec["teacher_sets"] or grid["grid"].get("teacher_set") or []
+    return spec["teacher_sets"] or (grid["grid"].get("teacher_set") if default is None else default) or []
 
 
 def term_params(term: str, tables: dict, options: dict, variant: str, problems: list) -> dict:
@@ -501,40 +591,93 @@ def result_fields(table: dict, keys: dict[str, Key]) -> dict:
 
 
 def recipe_for(grid: dict, teacher: dict | None = None) -> dict:
+    """[train]'s recipe (without `arch`), with a teacher's or student's own values laid over it."""
     recipe = {k: v for k, v in grid["train"].items() if k != "arch"}
     if teacher:
         recipe.update({k: v for k, v in teacher.items() if k in recipe and v is not None})
     return recipe
 
 
-def plan(grid: dict) -> Plan:
-    """Students for every combination that matters, plus the teacher jobs they need (once each).
-    A teacher-free method does not vary with the teacher set; identical configs share one key."""
-    data = result_fields(grid["data"], schema.DATA)
-    world = world_size(grid["cluster"])
-    teacher_jobs: dict[str, Job] = {}
-    teacher_keys, external = {}, {}
+@dataclass(frozen=True)
+class Student:
+    """One student of a grid: a [students.NAME] table, or [train] where the grid has none."""
+
+    name: str | None  # None: [train]'s student
+    arch: str
+    recipe: dict
+    teacher_sets: list[list[str]]  # of its teacher-using methods, unless a variant has its own
+    methods: dict  # grid method name -> resolved method, with the student's own parameters
+
+
+def students_of(grid: dict) -> list[Student]:
+    if not grid.get("students"):
+        return [Student(None, grid["train"]["arch"], recipe_for(grid), grid["grid"].get("teacher_set") or [],
+                        grid["resolved_methods"])]
+    return [Student(name, s["arch"], recipe_for(grid, s),
+                    s["teacher_sets"] if s["teacher_sets"] is not None else grid["grid"].get("teacher_set") or [],
+                    s["resolved_methods"]) for name, s in grid["students"].items()]
+
+
+def teacher_jobs_of(grid: dict, data: dict, world: int) -> tuple[dict[str, Job], dict[str, str], dict[str, dict]]:
+    """Every teacher's job (by name), every teacher's key (a job's, or an external checkpoint's
+    content digest) and the external checkpoints by key."""
+    jobs, keys, external = {}, {}, {}
     for name, t in grid["teachers"].items():
         if t.get("checkpoint"):
             path = str(Path(t["checkpoint"]).expanduser().resolve())
-            teacher_keys[name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-            external[teacher_keys[name]] = {"arch": t["arch"], "path": path}
+            keys[name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+            external[keys[name]] = {"arch": t["arch"], "path": path}
             continue
         job = make_job("teacher", "ce", {"terms": ["ce"], "params": {"ce": {}}}, t["seed"], t["arch"],
                        (), NO_TEACHERS, recipe_for(grid, t), data, world)
-        teacher_keys[name] = job.key
-        teacher_jobs[name] = job
-    student_recipe = recipe_for(grid)
-    students, needed = [], set()
+        keys[name] = job.key
+        jobs[name] = job
+    return jobs, keys, external
+
+
+def student_jobs(grid: dict, teacher_keys: dict[str, str], data: dict, world: int):
+    """(student, teacher names, job) for each student × method × teacher set × seed."""
     axes = grid["grid"]
-    for method in axes["method"]:
-        spec = grid["resolved_methods"][method]
-        for tset in teacher_sets_of(spec, grid):
-            keys = tuple(teacher_keys[n] for n in tset)
-            needed.update(tset)
-            for seed in axes["seed"]:
-                students.append(make_job("student", method, spec, seed, grid["train"]["arch"], keys,
-                                         "+".join(tset) or NO_TEACHERS, student_recipe, data, world))
+    for student in students_of(grid):
+        for method in axes["method"]:
+            spec = student.methods[method]
+            for tset in teacher_sets_of(spec, grid, student.teacher_sets):
+                keys = tuple(teacher_keys[n] for n in tset)
+                for seed in axes["seed"]:
+                    yield student, tset, make_job("student", method, spec, seed, student.arch, keys,
+                                                  "+".join(tset) or NO_TEACHERS, student.recipe, data, world)
+
+
+def check_labels(grid: dict, problems: list) -> None:
+    """Runs are told apart in tables and the report by (arch, method, teacher set, seed): two
+    students whose jobs share all four yet differ (another recipe, other parameters) would be
+    pooled there as one, so the grid is refused. (Identical jobs are one job: no problem.)"""
+    if len(grid.get("students") or {}) < 2:
+        return
+    data, world = result_fields(grid["data"], schema.DATA), world_size(grid["cluster"])
+    seen: dict[tuple, tuple[str, str]] = {}
+    for student, _, job in student_jobs(grid, teacher_jobs_of(grid, data, world)[1], data, world):
+        label = (job.arch, job.method, job.teacher_set, job.seed)
+        first, key = seen.setdefault(label, (student.name, job.key))
+        if key != job.key and first != student.name:
+            problems.append((f"students.{student.name}", f"its {job.arch} {job.method!r} jobs with teachers "
+                             f"{job.teacher_set} differ from students.{first}'s but would carry the same label "
+                             "(arch, method, teacher set) in the tables and the report, which would pool them: two "
+                             "students of one arch may differ in their teacher sets only (another recipe or other "
+                             "method parameters: a separate grid)"))
+
+
+def plan(grid: dict) -> Plan:
+    """Students for every combination that matters, plus the teacher jobs they need (once each).
+    Each student (a [students.NAME] table, else [train]'s) × method × its teacher sets × seed; a
+    teacher-free method does not vary with the teacher set; identical configs share one key."""
+    data = result_fields(grid["data"], schema.DATA)
+    world = world_size(grid["cluster"])
+    teacher_jobs, teacher_keys, external = teacher_jobs_of(grid, data, world)
+    students, needed = [], set()
+    for _, tset, job in student_jobs(grid, teacher_keys, data, world):
+        needed.update(tset)
+        students.append(job)
     teachers = [job for name, job in teacher_jobs.items() if name in needed]
     jobs = _unique(teachers + students)
     for job in jobs:  # evaluation settings: not in the key (they change no training result)

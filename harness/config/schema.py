@@ -49,7 +49,8 @@ DATA = {
 }
 
 TRAIN = {
-    "arch": Key("str", "resnet20", "student architecture", choices=ARCHS),
+    "arch": Key("str", "resnet20", "student architecture (of the one student of a grid without [students.NAME] "
+                "tables; leave it out where there are some)", choices=ARCHS),
     "epochs": Key("int", 200, "training epochs", minimum=1),
     "batch_size": Key("int", 128, "global batch size (split across ranks)", minimum=1),
     "optimizer": Key("str", "sgd", "optimizer", choices=("sgd",)),
@@ -83,10 +84,22 @@ TEACHER = {
        for name, k in TRAIN.items() if name != "arch"},
 }
 
+# A student: an architecture, the teacher sets it learns from, and its own recipe where it differs
+# from [train] (every [train] key but `arch`). Without any [students.NAME] table, [train] is the one
+# student. A `methods` sub-table ([students.NAME.methods.METHOD]) is checked apart (`grid.check_students`).
+STUDENT = {
+    "arch": Key("str", doc="student architecture", choices=ARCHS),
+    "teacher_sets": Key("list[list[str]]", doc="the teacher sets it learns from, each a list of [teachers.<name>] "
+                        "names (default: grid.teacher_set); a variant's own teacher_sets still win", optional=True),
+    **{name: replace(k, default=None, doc=f"override of train.{name}", optional=True)
+       for name, k in TRAIN.items() if name != "arch"},
+}
+
 GRID = {
     "method": Key("list[str]", doc="methods: a term (`kd`), a composition (`kd+at`) or a [methods.<name>] variant"),
     "seed": Key("list[int]", [0], "student seeds (distinct)", minimum=0, maximum=SEED_MAX),
-    "teacher_set": Key("list[list[str]]", [], "teacher sets, each a list of [teachers.<name>] names"),
+    "teacher_set": Key("list[list[str]]", [], "teacher sets, each a list of [teachers.<name>] names (of every "
+                       "student without its own teacher_sets)"),
 }
 
 _cluster = dict(affects_result=False)
@@ -168,13 +181,13 @@ def type_ok(value: Any, type_: str) -> bool:
 def reference_markdown() -> str:
     """The README's key reference, generated from the tables above (`python -m harness.schema`)."""
     sections = [("top level", TOP), ("[data]", DATA), ("[train]", TRAIN),
-                ("[teachers.NAME]", TEACHER), ("[grid]", GRID), ("[eval]", EVAL), ("[cluster]", CLUSTER),
+                ("[teachers.NAME]", TEACHER), ("[students.NAME]", STUDENT), ("[grid]", GRID), ("[eval]", EVAL), ("[cluster]", CLUSTER),
                 ("[tracking]", TRACKING)]
     lines = []
     for title, keys in sections:
         lines += [f"**{title}**", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
         for name, key in keys.items():
-            if title == "[teachers.NAME]" and name in TRAIN:
+            if title in ("[teachers.NAME]", "[students.NAME]") and name in TRAIN and name != "arch":
                 continue
             default = "required" if key.default is REQUIRED and not key.optional else (
                 "unset" if key.default in (REQUIRED, None) else f"`{json.dumps(key.default)}`")
@@ -182,6 +195,11 @@ def reference_markdown() -> str:
             lines.append(f"| `{name}` | {key.type} | {default} | {doc} |")
         if title == "[teachers.NAME]":
             lines.append("| *any `[train]` key but `arch`* | | inherited | the teacher's own recipe |")
+        if title == "[students.NAME]":
+            lines.append("| *any `[train]` key but `arch`* | | inherited | the student's own recipe |")
+            lines.append("| `methods.METHOD` | table | unset | the student's own parameters of a grid method, as in "
+                         "`[methods.METHOD]` and laid over it for this student's jobs, e.g. "
+                         "`[students.r8x4.methods.dkd] beta = 8` |")
         lines.append("")
     return "\n".join(lines + method_reference())
 
@@ -191,7 +209,7 @@ def method_reference() -> list[str]:
 
     lines = ["**[methods.TERM]** (a term's parameters for the whole grid) and **[methods.VARIANT]** "
              "(`terms = [...]` plus any of their parameters; `teacher_sets = [[...], ...]` runs the variant with "
-             "these teacher sets instead of `grid.teacher_set`)", "",
+             "these teacher sets instead of the student's `teacher_sets` or `grid.teacher_set`)", "",
              "| term | teachers | parameter | default | what it is |", "| --- | --- | --- | --- | --- |"]
     for name, term in TERMS.items():
         summary = (term.__module__ and sys.modules[term.__module__].__doc__ or "").strip().splitlines()[0]
