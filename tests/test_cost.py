@@ -15,17 +15,25 @@ RATES = {"resnet20": 1000.0}  # the tiny grid's students and its teacher are all
 def table(tmp_path, monkeypatch):
     path = tmp_path / "throughput.json"
     monkeypatch.setattr(cost, "TABLE", path)
-    cost.record("cpu", {"device": "CPU Test (AVX2)", "precision": "no", "batch": 128, "measured": "2026-11-25",
-                        "images_per_s": RATES})
+    cost.record("cpu", 128, RATES, {"device": "CPU Test (AVX2)", "precision": "no", "measured": "2026-11-25"})
     return path
 
 
-def test_a_recorded_entry_replaces_only_its_device_kind(table):
-    cost.record("cuda", {"device": "GPU", "images_per_s": {}})
-    cost.record("cuda", {"device": "GPU 2", "images_per_s": {}})
+def test_a_recorded_batch_size_joins_its_device_and_a_new_device_starts_anew(table):
+    about = {"device": "GPU", "precision": "bf16", "measured": "2026-11-25"}
+    cost.record("cuda", 128, {"resnet20": 10.0}, about)
+    cost.record("cuda", 64, {"resnet20": 6.0}, about)
     saved = json.loads(table.read_text())
-    assert sorted(saved) == ["cpu", "cuda"] and saved["cuda"]["device"] == "GPU 2"
-    assert saved["cpu"]["images_per_s"] == RATES
+    assert saved["cuda"]["images_per_s"] == {"128": {"resnet20": 10.0}, "64": {"resnet20": 6.0}}
+    assert saved["cpu"]["images_per_s"] == {"128": RATES}  # other kinds untouched
+    cost.record("cuda", 64, {"resnet20": 7.0}, {**about, "device": "GPU 2"})
+    assert json.loads(table.read_text())["cuda"]["images_per_s"] == {"64": {"resnet20": 7.0}}
+
+
+def test_a_job_is_costed_at_the_nearest_measured_batch_size():
+    per_batch = {"128": {"a": 2.0}, "64": {"a": 1.0}}
+    assert cost.nearest(per_batch, 64) == {"a": 1.0} and cost.nearest(per_batch, 256) == {"a": 2.0}
+    assert cost.nearest(per_batch, 32) == {"a": 1.0} and cost.nearest(per_batch, 100) == {"a": 2.0}
 
 
 def test_the_estimate_is_images_over_throughput(table, write_grid):
@@ -66,4 +74,4 @@ def test_the_dry_run_states_the_cost(table, write_grid, tmp_path, capsys, monkey
 def test_the_shipped_table_names_its_devices():
     for kind, entry in cost.measured().items():
         assert kind in ("cpu", "cuda") and entry["device"] and entry["command"].startswith("python -m harness.bench")
-        assert all(rate > 0 for rate in entry["images_per_s"].values())
+        assert all(rate > 0 for rates in entry["images_per_s"].values() for rate in rates.values())

@@ -28,10 +28,9 @@ def bench_archs(args) -> list[Row]:
         rows.append(Row(f"train {arch}", args.batch / seconds, "≥", 0, " img/s",
                         f"{seconds * 1e3:.0f} ms per step of {args.batch}"))
     if getattr(args, "record", False):
-        cost.record("cuda" if on_gpu else "cpu", {
+        cost.record("cuda" if on_gpu else "cpu", args.batch, rates, {
             "device": device_name(), "threads": torch.get_num_threads(), "precision": args.precision,
-            "batch": args.batch, "torch": torch.__version__, "python": platform.python_version(),
+            "torch": torch.__version__, "python": platform.python_version(),
             "measured": datetime.date.today().isoformat(),
-            "command": f"python -m harness.bench archs --record --batch {args.batch} --precision {args.precision}",
-            "images_per_s": rates})
+            "command": f"python -m harness.bench archs --record --batch B --precision {args.precision}"})
     return rows

@@ -1,7 +1,8 @@
 """What a grid will cost before anything runs: the images each job processes (epochs × training
 split, plus the validation pass and the teachers' forward passes) divided by its architecture's
 training throughput as measured by `python -m harness.bench archs --record` on each kind of device
-(throughput.json beside this module, one entry per kind, naming the device it was measured on).
+(throughput.json beside this module, one entry per kind, naming the device it was measured on, with
+figures per batch size: a job is costed at the measured batch size nearest its own).
 
 An estimate, and said to be one: a forward pass is counted as a third of a training step
 (forward + backward ≈ 3 forwards), Grad-CAM and causal masks add teacher work it does not count,
@@ -10,6 +11,7 @@ and the throughput was measured at one batch size with random images.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +23,25 @@ FORWARD = 1 / 3  # a forward pass, in training steps
 
 
 def measured() -> dict:
-    """The throughput table: {"cpu" | "cuda": {"device", "images_per_s": {arch: img/s}, ...}}."""
+    """The throughput table: {"cpu" | "cuda": {"device", "images_per_s": {batch: {arch: img/s}}, ...}}."""
     try:
         return json.loads(TABLE.read_text())
     except (OSError, ValueError):
         return {}
 
 
-def record(kind: str, entry: dict) -> None:
-    """Replace one device kind's entry (`python -m harness.bench archs --record`)."""
-    atomic_write_json(TABLE, {**measured(), kind: entry})
+def record(kind: str, batch: int, rates: dict[str, float], about: dict) -> None:
+    """One device kind's figures at one batch size (`python -m harness.bench archs --record`): kept
+    beside its other batch sizes where the device is the same, else the kind's entry starts anew."""
+    entry = measured().get(kind, {})
+    kept = entry.get("images_per_s", {}) if entry.get("device") == about["device"] else {}
+    table = {**measured(), kind: {**about, "images_per_s": {**kept, str(batch): rates}}}
+    atomic_write_json(TABLE, table)
+
+
+def nearest(per_batch: dict[str, dict], batch: int) -> dict[str, float]:
+    """The figures measured at the batch size nearest `batch` (by ratio)."""
+    return per_batch[min(per_batch, key=lambda b: abs(math.log(int(b) / batch)))]
 
 
 @dataclass(frozen=True)
@@ -46,9 +57,10 @@ def images(recipe: dict, data: dict) -> int:
     return recipe["epochs"] * n_train
 
 
-def job_cost(job, teacher_archs: dict[str, str], data: dict, rates: dict[str, float]) -> tuple[float, set[str]]:
-    """Seconds of one job at these rates: its training steps, its validation passes and its
-    teachers' forward passes; and the architectures without a rate."""
+def job_cost(job, teacher_archs: dict[str, str], data: dict, per_batch: dict[str, dict]) -> tuple[float, set[str]]:
+    """Seconds of one job at the rates measured nearest its batch size: its training steps, its
+    validation passes and its teachers' forward passes; and the architectures without a rate."""
+    rates = nearest(per_batch, job.config["recipe"]["batch_size"])
     archs = [job.arch, *(teacher_archs.get(k, "") for k in job.teachers)]
     missing = {a for a in archs if a not in rates}
     if missing:
@@ -73,7 +85,8 @@ def estimate(plan, jobs: list | None = None, kind: str | None = None) -> Estimat
     for job in plan.jobs if jobs is None else jobs:
         s, missing = job_cost(job, teacher_archs, plan.grid["data"], entry["images_per_s"])
         seconds, unknown = seconds + s, unknown | missing
-    return Estimate(seconds, f"{entry['device']} ({entry['precision']}, batch {entry['batch']}, "
+    batches = "/".join(sorted(entry["images_per_s"], key=int))
+    return Estimate(seconds, f"{entry['device']} ({entry['precision']}, batch {batches}, "
                              f"measured {entry['measured']})", tuple(sorted(unknown)))
 
 
