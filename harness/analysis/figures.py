@@ -371,7 +371,7 @@ def fig_c10c_heatmap(res: Results, plt):
     ax.set_xlabel(f"corruption ({res.c10c_source or 'unknown'} source){note}")
     ax.set_ylabel("method ← teachers")
     fig.colorbar(im, ax=ax, label="top-1 (%)")
-    fig.suptitle("CIFAR-10-C top-1 per corruption, mean over severities and seeds\n" + c10c_subtitle(res, keys),
+    fig.suptitle(f"{res.c_title} top-1 per corruption, mean over severities and seeds\n" + c10c_subtitle(res, keys),
                  fontsize=9)
     return fig
 
@@ -410,7 +410,7 @@ def fig_c10c_severity(res: Results, plt):
     ax.set_ylabel(f"top-1 (%), mean over\n{what}")
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.suptitle(f"CIFAR-10-C top-1 per severity ({res.c10c_source or 'unknown'} corruptions)\n"
+    fig.suptitle(f"{res.c_title} top-1 per severity ({res.c10c_source or 'unknown'} corruptions)\n"
                  + c10c_subtitle(res, keys), fontsize=9)
     return fig
 

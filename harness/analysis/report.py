@@ -66,11 +66,11 @@ def has_c10c(res: Results) -> bool:
     return res.robustness is not None or any(r.get("cifar10c_mean_top1") is not None for r in res.runs)
 
 
-def display_rows(rows: list[dict], stage: str, c10c: bool = False) -> tuple[list[str], list[list[str]]]:
+def display_rows(rows: list[dict], stage: str, c10c: bool = False, c: str = "C10-C") -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells of a table (shared by rich, Markdown and LaTeX); `c10c` adds the
-    clean top-1 on the CIFAR-10-C images."""
+    clean top-1 on the corrupted set's images; `c` names that set (C10-C, C100-C)."""
     header = ["arch", "method", "teacher" if stage == "teacher" else "teachers", "seeds", "test top-1 (%)",
-              "95% CI (t)", "best-val sel. (%)", "C10-C (%)"] + (["C10-C clean, same imgs (%)"] if c10c else [])
+              "95% CI (t)", "best-val sel. (%)", f"{c} (%)"] + ([f"{c} clean, same imgs (%)"] if c10c else [])
     header += ["ECE (%)"]
     refs = [ref for ref in REFS if any(r.get(f"d_{ref}_vs") for r in rows)]  # no column of dashes only
     for ref in refs:
@@ -114,7 +114,7 @@ def section_title(name: str, section: Section) -> str:
 
 def section_table(res: Results, name: str, section: Section) -> TableText:
     rows = summary_rows(res, section.keys)
-    header, body = display_rows(rows, section.stage, has_c10c(res))
+    header, body = display_rows(rows, section.stage, has_c10c(res), res.c_short)
     return TableText(section_title(name, section), header, body, section_legend(res, section, rows), rows)
 
 
@@ -135,7 +135,7 @@ def section_legend(res: Results, section: Section, rows: list[dict]) -> str:
                          "(--baseline NAME names the method to compare with).")
     if has_c10c(res):
         unrecorded = any(math.isnan(r["c10c_clean_mean"]) and not math.isnan(r["c10c_mean"]) for r in rows)
-        parts.append(f"C10-C: {c10c_images_text([r for k in section.keys for r in res.groups[k]])}; clean, "
+        parts.append(f"{res.c_short}: {c10c_images_text([r for k in section.keys for r in res.groups[k]])}; clean, "
                      "same imgs: top-1 of the same weights on those clean images"
                      + (" (n/a: not recorded in these results)." if unrecorded else "."))
     return " ".join(parts)
@@ -273,7 +273,7 @@ def write_markdown(res: Results, tables: list[TableText], figures: list[str]) ->
     out = GridPaths(res.root).report
     name = res.runs[0]["grid"] if res.runs else res.root.name
     lines = [f"# Report: {name}", "", f"Results folder: `{res.root}`.", ""]
-    lines += [STATS_NOTE, ""]
+    lines += [stats_note(res), ""]
     lines += [c10c_note(res), ""]
     for table in tables:
         lines += markdown_table(table)
@@ -287,6 +287,10 @@ def write_markdown(res: Results, tables: list[TableText], figures: list[str]) ->
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def stats_note(res: Results) -> str:
+    return STATS_NOTE.replace("C10-C: CIFAR-10-C", f"{res.c_short}: {res.c_title}")
 
 
 STATS_NOTE = ("Statistics over seeds (completed jobs only): mean ± sample standard deviation; 95 % CI: "
@@ -304,14 +308,14 @@ STATS_NOTE = ("Statistics over seeds (completed jobs only): mean ± sample stand
 
 def c10c_note(res: Results) -> str:
     if not has_c10c(res):
-        return "CIFAR-10-C: no CIFAR-10-C evaluation in this grid."
+        return f"{res.c_title}: no {res.c_title} evaluation in this grid."
     src = res.c10c_source or "unknown source"
     extra = " — official and generated corruptions are mixed in this mean" if "+" in src else ""
     over = sorted({r["cifar10c_mean_over"] for r in res.runs if r.get("cifar10c_mean_over")})
     what = ("; the mean covers: " + " | ".join(over)) if over else " over the standard corruptions evaluated"
     outside = sorted(set(c10c_corruptions(res)) - set(STANDARD))
     also = (f" Outside that mean, in the figures only: {', '.join(outside)}." if outside else "")
-    return (f"CIFAR-10-C: mean top-1 (corruption source: {src}{extra}){what}; {c10c_images_text(res.runs)}; "
+    return (f"{res.c_title}: mean top-1 (corruption source: {src}{extra}){what}; {c10c_images_text(res.runs)}; "
             f"the tables' clean column is the top-1 on those same clean images.{also}")
 
 
@@ -327,7 +331,7 @@ def summary_table(runs: pa.Table, title: str = "test top-1 (%)") -> Table:
     body, header = [], None
     for stage in stages(res):
         header, cells = display_rows(summary_rows(res, [k for k in res.groups if k[0] == stage], compare=False),
-                                     stage)
+                                     stage, c=res.c_short)
         body += [[stage] + c for c in cells]
     return rich_table(TableText(title, ["stage"] + (header or []), body))
 
@@ -364,7 +368,7 @@ def report(root: Path, fmt: str = "rich", compare: Path | None = None, write: bo
         tables.append(compare_table(res, other, name, other.runs[0]["grid"] if other.runs else compare.name))
     print_tables(tables, fmt, console)
     if fmt == "rich":
-        console.print(STATS_NOTE, style="dim")
+        console.print(stats_note(res), style="dim")
         console.print(c10c_note(res))
     miss = missing(res)
     if miss:

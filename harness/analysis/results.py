@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.analysis import stats
+from harness.data import datasets
 from harness.data.corruptions import STANDARD
 from harness.run.layout import GridPaths, State
 
@@ -38,6 +39,17 @@ class Results:
     groups: dict = field(default_factory=dict)
     teacher_names: dict = field(default_factory=dict)  # a teacher job's key -> its grid name
     baselines: tuple = DEFAULT_BASELINES  # --baseline: each teacher set's baseline, the first it has
+
+    @property
+    def c_title(self) -> str:
+        """The corrupted test set of the runs' data set: CIFAR-10-C (also for tables from before
+        runs.parquet had a dataset column) or CIFAR-100-C."""
+        return datasets.get(next((r["dataset"] for r in self.runs if r.get("dataset")), datasets.DEFAULT)).c_title
+
+    @property
+    def c_short(self) -> str:
+        """C10-C or C100-C: the tables' column name."""
+        return self.c_title.replace("CIFAR-", "C")
 
 
 def _read(path: Path) -> pa.Table | None:
