@@ -15,8 +15,7 @@ import pytest
 
 from harness.launch import main as launch
 from harness.analysis.status import job_rows
-
-ACTIVE = {"pending", "running", "requeued", "configuring", "completing"}
+from harness.executors.slurm.queries import ACTIVE
 
 
 def slurm_up() -> str | None:
@@ -37,20 +36,28 @@ SLURM = ["--set", "cluster.executor='slurm'", "--set", "cluster.timeout_min=10",
          "--set", "grid.seed=[0]"]
 
 
-def wait(root: Path, timeout: float = 300, until=lambda rows: not any(r["state"] in ACTIVE for r in rows)) -> list[dict]:
-    """Poll the grid's status until `until(rows)`. SLURM holds a requeued job back for about two
-    minutes (its begin time); tests release such jobs at once to stay short."""
+def queued(row: dict) -> bool:
+    """SLURM holds the job's task, queued or running (or does not know it yet)."""
+    return bool(row["task"]) and row["slurm"] in ACTIVE | {"UNKNOWN"}
+
+
+def wait(root: Path | list[Path], timeout: float = 300, until=lambda rows: not any(queued(r) for r in rows)
+         ) -> list[dict]:
+    """Poll the status of the grid (or grids, their rows together) until `until(rows)`. SLURM holds
+    a requeued job back for about two minutes (its begin time); tests release such jobs at once,
+    with the grid's own time limit back, to stay short."""
+    roots, rows = (root if isinstance(root, list) else [root]), []
     deadline = time.time() + timeout
     while time.time() < deadline:
-        rows = job_rows(root)
+        rows = [r for each in roots for r in job_rows(each)]
         if until(rows):
             return rows
         for r in rows:  # requeued: release now, with the grid's own time limit back
-            if r["state"] == "pending" and r["attempts"] > 0:
+            if r["slurm_task"].reason == "BeginTime":
                 subprocess.run(["scontrol", "update", f"jobid={r['task']}", "StartTime=now", "TimeLimit=10"],
                                capture_output=True)
         time.sleep(1)
-    raise AssertionError(f"timed out: {[(r['job'].key, r['state']) for r in job_rows(root)]}")
+    raise AssertionError(f"timed out: {[(r['job'].key, r['state'], r['reason']) for r in rows]}")
 
 
 def wait_for_collect(root: Path, timeout: float = 120):
@@ -69,7 +76,7 @@ def test_grid_on_slurm_end_to_end_and_relaunch_submits_nothing_twice(write_grid,
     args = [str(write_grid()), "--out", str(out), *SLURM]
     assert launch(args) == 0
     said = capsys.readouterr().out
-    assert "queued 3 jobs in 2 array(s)" in said and "harness.status" in said
+    assert "queued 3 jobs in 3 array(s)" in said and "harness.status" in said  # teacher, ce, kd after the teacher
     assert launch(args) == 0  # while queued or running: nothing new
     said = capsys.readouterr().out
     assert "nothing to submit" in said or "queued 0" not in said
@@ -89,31 +96,102 @@ def test_grid_on_slurm_end_to_end_and_relaunch_submits_nothing_twice(write_grid,
     assert launch(args) == 0 and "nothing to submit" in capsys.readouterr().out
 
 
-def test_refused_partition_fails_before_anything_is_queued(write_grid, tmp_path, capsys):
+@pytest.mark.parametrize("setting, key, words", [
+    ("cluster.partition='nosuchpart'", "cluster.partition", "invalid partition"),
+    ("cluster.cpus_per_task=64", "cluster.cpus_per_task", "node configuration is not available")])  # a 2-CPU node
+def test_refused_settings_fail_before_anything_is_queued(write_grid, tmp_path, capsys, setting, key, words):
     out = tmp_path / "out"
-    code = launch([str(write_grid()), "--out", str(out), *SLURM, "--set", "cluster.partition='nosuchpart'"])
+    code = launch([str(write_grid()), "--out", str(out), *SLURM, "--set", setting])
     assert code == 2
     said = capsys.readouterr().out
-    assert "cluster.partition" in said and "invalid partition" in said.lower()
+    assert f"{key}: SLURM refused" in said and words in said.lower()
     assert not list(out.glob("tiny/jobs/*/slurm.json"))
 
 
-def test_cancelled_job_shows_and_is_rerun_by_next_launch(write_grid, tmp_path):
+def test_cancelled_job_stops_at_once_and_is_rerun_by_next_launch(write_grid, tmp_path):
+    """scancel mid-training: the task stops within seconds (not SLURM's KillWait later), with no
+    result; status says interrupted, as runs.parquet does, and why."""
     out = tmp_path / "out"
     args = [str(write_grid()), "--out", str(out), *SLURM, "--set", "grid.method=['ce']", "--set", "train.epochs=30"]
     assert launch(args) == 0
     root = out / "tiny"
-    (row,) = wait(root, until=lambda rows: rows[0]["state"] == "running")
+    (row,) = wait(root, until=lambda rows: rows[0]["state"] == "running" and rows[0]["epoch"] >= 1)
+    paths = row["folder"]
+    pid = int((paths / ".job.lock").read_text().split()[1])  # "pid N on host": the task's process
     subprocess.run(["scancel", row["task"]], check=True)
-    (row,) = wait(root, until=lambda rows: rows[0]["state"] not in ACTIVE)
-    assert row["state"] == "cancelled"
+    cancelled = time.time()
+    while alive(pid) and time.time() - cancelled < 30:
+        time.sleep(0.1)
+    stopped_s = time.time() - cancelled
+    assert stopped_s < 6, f"the task trained on {stopped_s:.1f}s after scancel"
+    (row,) = wait(root, until=lambda rows: not queued(rows[0]))
+    assert (row["state"], row["slurm"], row["reason"]) == (
+        "interrupted", "CANCELLED", "cancelled; the next launch resumes it")
+    assert not (paths / "result.json").exists()
+    assert "interrupted (SIGTERM from SLURM)" in (paths / "log.txt").read_text()
     from harness.analysis.status import main as status
 
     assert status([str(root)]) == 1
-    assert launch([*args[:-2], "--set", "train.epochs=30"]) == 0
+    assert launch(args) == 0
     (again,) = job_rows(root)
     assert again["task"] != row["task"]
     subprocess.run(["scancel", again["task"]], check=False)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+
+
+TWO_TEACHER_SETS = """
+name = "tiny"
+[data]
+root = "{root}"
+val_size = 100
+limit_train = 300
+limit_test = 100
+[train]
+arch = "resnet20"
+epochs = 1
+batch_size = 32
+lr = 0.1
+schedule = "cosine"
+eval_batch_size = 200
+[teachers.small]
+arch = "resnet20"
+seed = 7
+[teachers.big]
+arch = "resnet20"
+seed = 8
+[grid]
+method = ["ce", "kd"]
+seed = [0]
+teacher_set = [["small"], ["big"]]
+[cluster]
+executor = "{executor}"
+"""
+
+
+def test_a_cancelled_teacher_cancels_only_its_own_students(write_grid, tmp_path):
+    """Teachers small and big, students ce (no teacher), kd with small, kd with big: big's task is
+    cancelled right after submission; SLURM cancels kd-big alone, the others complete."""
+    out = tmp_path / "out"
+    assert launch([str(write_grid(TWO_TEACHER_SETS)), "--out", str(out), *SLURM]) == 0
+    root = out / "tiny"
+    rows = {(r["job"].method, r["job"].teacher_set, r["job"].seed): r for r in job_rows(root)}
+    big = rows[("ce", "none", 8)]
+    subprocess.run(["scancel", big["task"]], check=True)
+    rows = {(r["job"].method, r["job"].teacher_set, r["job"].seed): r for r in wait(root)}
+    cancelled = rows.pop(("ce", "none", 8))
+    assert {k: r["state"] for k, r in rows.items()} == {
+        ("ce", "none", 7): "completed", ("ce", "none", 0): "completed", ("kd", "small", 0): "completed",
+        ("kd", "big", 0): "pending"}
+    assert cancelled["slurm"] == "CANCELLED" and cancelled["state"] in ("pending", "interrupted")
+    assert rows[("kd", "big", 0)]["slurm"] == "CANCELLED" and rows[("kd", "big", 0)]["attempts"] == 0
+    assert rows[("kd", "big", 0)]["reason"] == f"cancelled: teacher big was cancelled (task {big['task']})"
 
 
 def test_requeue_and_timeout_resume_to_the_uninterrupted_result(write_grid, tmp_path):
@@ -131,11 +209,16 @@ def test_requeue_and_timeout_resume_to_the_uninterrupted_result(write_grid, tmp_
     (row,) = wait(timed / "tiny", until=lambda rows: rows[0]["epoch"] >= 2)
     subprocess.run(["scontrol", "update", f"jobid={row['task']}", "TimeLimit=1"], check=True)
     results = {}
-    for out in (clean, requeued, timed):
-        (row,) = wait(out / "tiny", timeout=600)
+    # all three together: a requeued job is released at once, whichever grid it is in (left in its
+    # requeue delay, the timed job would restart with its 1-minute limit and be killed at start-up)
+    rows = wait([clean / "tiny", requeued / "tiny", timed / "tiny"], timeout=900)
+    for out, row in zip((clean, requeued, timed), rows):
         assert row["state"] == "completed", (out, row)
         results[out.name] = json.loads((row["folder"] / "result.json").read_text())
     assert results["requeued"]["attempts"] >= 2 and results["timed"]["attempts"] >= 2
+    # scontrol requeue stopped the task at once (SIGTERM); the time limit requeued it through USR2
+    assert "interrupted (SIGTERM from SLURM)" in (requeued / "tiny" / "jobs" / row["job"].key / "log.txt").read_text()
+    assert "interrupted (exit -1)" in (timed / "tiny" / "jobs" / row["job"].key / "log.txt").read_text()
     for name in ("requeued", "timed"):
         for metric in ("test_top1", "best_val_top1", "test_top1_at_best_val"):
             assert results[name][metric] == results["clean"][metric], (name, metric)
@@ -171,7 +254,7 @@ def test_launcher_killed_mid_submission_leaves_nothing_orphaned(write_grid, tmp_
     assert launch(args) == 0  # finds the array by its comment instead of queuing the job again
     assert "1 queued or running (left alone)" in capsys.readouterr().out
     (row,) = job_rows(root)
-    assert row["state"] in ACTIVE and row["task"] in before
+    assert queued(row) and row["task"] in before
     assert queue() <= before  # nothing new was queued
     subprocess.run(["scancel", row["task"]], check=False)
 

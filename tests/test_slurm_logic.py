@@ -143,19 +143,159 @@ def test_the_sbatch_scripts_submitit_writes_match_the_golden_file(tmp_path, slur
     plan, root = planned(tmp_path, GPU_CLUSTER), tmp_path / "results" / "tiny"
     executor = SlurmExecutor(root, plan.grid["cluster"])
     arrays = executor.submit([plan.stage("teacher"), plan.stage("student")])
-    assert arrays == ["101", "102", "103"]
+    assert arrays == ["101", "102", "103", "104"]
     grid = GridPaths(root)
-    records = {j.key: grid.job(j.key).read_slurm()["task_id"] for j in plan.jobs}
-    assert sorted(records.values()) == ["101", "102_0", "102_1", "102_2", "102_3"]
+    records = {(j.method, j.seed): grid.job(j.key).read_slurm()["task_id"] for j in plan.jobs}
+    assert records == {("ce", 7): "101", ("ce", 0): "102_0", ("ce", 1): "102_1", ("kd", 0): "103_0",
+                       ("kd", 1): "103_1"}  # the teacher (seed 7), the ce students, the kd students
     assert not grid.slurm_intent.exists()
     scripts = [(grid.slurm / i / f"{i}_submission.sh").read_text() for i in arrays]
-    assert "#SBATCH --dependency=afterok:101" in scripts[1] and "#SBATCH --dependency=afterany:101:102" in scripts[2]
-    text = normalised("".join(f"# ---- {name}\n{s}" for name, s in zip(("teacher", "students", "collect"), scripts)),
-                      root)
+    assert "--dependency" not in scripts[0] + scripts[1]  # ce students wait for no teacher
+    assert "#SBATCH --dependency=afterok:101\n" in scripts[2]
+    assert "#SBATCH --dependency=afterany:101:102:103\n" in scripts[3]
+    names = ("teacher", "ce students", "kd students", "collect")
+    text = normalised("".join(f"# ---- {name}\n{s}" for name, s in zip(names, scripts)), root)
     if os.environ.get("KD_UPDATE_GOLDEN") == "1":
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), "the sbatch scripts changed: see this file's docstring to regenerate"
+
+
+TWO_TEACHERS = TINY_GRID.replace('teacher_set = [["small"]]', 'teacher_set = [["small"], ["big"]]') + """
+[teachers.big]
+arch = "resnet20"
+seed = 8
+epochs = 3
+"""
+
+
+def two_teacher_plan(tmp_path: Path) -> gridlib.Plan:
+    """Teachers small and big; students ce (needs none), kd with small, kd with big; seeds 0 and 1."""
+    path = tmp_path / "grid.toml"
+    path.write_text(TWO_TEACHERS.format(root=tmp_path / "data", executor="slurm"))
+    return gridlib.plan(gridlib.load(path))
+
+
+def test_students_are_grouped_by_the_teacher_tasks_they_need(tmp_path):
+    from dataclasses import replace
+
+    from harness.executors.slurm import dependency_groups
+
+    plan = two_teacher_plan(tmp_path)
+    small, big = plan.stage("teacher")
+    students = plan.stage("student")
+    both = replace(students[-1], key="both", teachers=(big.key, small.key), teacher_set="big+small")
+    label = lambda jobs: sorted((j.method, j.teacher_set, j.seed) for j in jobs)
+    queued = {small.key: "101_0", big.key: "101_1"}  # both teachers queued (by this launch or an earlier one)
+    groups = dependency_groups(students + [both], queued)
+    assert [(needed, label(jobs)) for needed, jobs in groups] == [
+        ((), [("ce", "none", 0), ("ce", "none", 1)]),  # no dependency at all
+        (("101_0",), [("kd", "small", 0), ("kd", "small", 1)]),
+        (("101_1",), [("kd", "big", 0), ("kd", "big", 1)]),
+        (("101_0", "101_1"), [("kd", "big+small", 1)])]
+    # small has completed (not queued): its students need no dependency and join the ce students
+    groups = dependency_groups(students, {big.key: "101_1"})
+    assert [(needed, label(jobs)) for needed, jobs in groups] == [
+        ((), [("ce", "none", 0), ("ce", "none", 1), ("kd", "small", 0), ("kd", "small", 1)]),
+        (("101_1",), [("kd", "big", 0), ("kd", "big", 1)])]
+    assert dependency_groups(plan.stage("teacher"), queued) == [((), plan.stage("teacher"))]
+
+
+def test_each_teacher_set_gets_its_own_student_array(tmp_path, slurm, monkeypatch):
+    """Submitted (sbatch faked): each teacher as a job of its own, the ce students in an array
+    without a dependency, then one array per teacher waiting on that teacher's job alone; a teacher
+    still queued from an earlier launch counts as queued."""
+    fake_sbatch(monkeypatch)
+    plan, root = two_teacher_plan(tmp_path), tmp_path / "results" / "tiny"
+    written(plan, root)
+    small, big = plan.stage("teacher")
+    executor = SlurmExecutor(root, plan.grid["cluster"])
+    slurm.answers = [(("scontrol",), "MaxArraySize = 1001\n")]
+    arrays = executor.submit([plan.stage("teacher"), plan.stage("student")])
+    assert arrays == ["101", "102", "103", "104", "105", "106"]
+    scripts = {i: (GridPaths(root).slurm / i / f"{i}_submission.sh").read_text() for i in arrays}
+    dependency = {i: re.findall(r"--dependency=(\S+)", text) for i, text in scripts.items()}
+    job_name = {i: re.findall(r"--job-name=(\S+)", text)[0] for i, text in scripts.items()}
+    tasks = {(j.method, j.teacher_set, j.seed): executor.record(j.key)["task_id"] for j in plan.jobs}
+    assert tasks == {("ce", "none", 7): "101", ("ce", "none", 8): "102", ("ce", "none", 0): "103_0",
+                     ("ce", "none", 1): "103_1", ("kd", "small", 0): "104_0", ("kd", "small", 1): "104_1",
+                     ("kd", "big", 0): "105_0", ("kd", "big", 1): "105_1"}
+    assert dependency == {"101": [], "102": [], "103": [], "104": ["afterok:101"], "105": ["afterok:102"],
+                          "106": ["afterany:101:102:103:104:105"]}
+    assert job_name == {"101": "kd-tiny-teacher", "102": "kd-tiny-teacher", "103": "kd-tiny-student",
+                        "104": "kd-tiny-student-small", "105": "kd-tiny-student-big", "106": "kd-tiny-collect"}
+    # relaunched with big still queued from then (squeue), small completed: one array waits on big alone
+    atomic_write_json(GridPaths(root).job(small.key).result, {"status": "completed"})
+    slurm.answers += [(("squeue",), "102|PENDING|Priority|N/A\n")]
+    again = executor.submit([[], [j for j in plan.stage("student") if j.method == "kd"]])
+    assert again == ["107", "108", "109"]
+    assert [re.findall(r"--dependency=(\S+)", (GridPaths(root).slurm / i / f"{i}_submission.sh").read_text())
+            for i in again] == [[], ["afterok:102"], ["afterany:107:108"]]
+
+
+def test_a_student_whose_teacher_did_not_complete_does_not_start(tmp_path):
+    """What SlurmTask checks first: SLURM counts a dependency on a vanished task as satisfied."""
+    from harness.executors.slurm import teachers_not_completed
+
+    grid = GridPaths(tmp_path / "results" / "tiny")
+    external = tmp_path / "elsewhere.pt"
+    atomic_write_json(grid.job("t1").spec, {"key": "t1"})
+    atomic_write_json(grid.job("t2").spec, {"key": "t2"})
+    atomic_write_json(grid.job("s").spec, {"key": "s", "teachers": [
+        ["resnet20", str(grid.job("t1").model)], ["resnet20", str(grid.job("t2").model)], ["resnet56", str(external)]]})
+    assert teachers_not_completed(grid.job("s").folder) == ["t1", "t2", str(external)]
+    atomic_write_json(grid.job("t1").result, {"status": "completed"})
+    atomic_write_json(grid.job("t2").result, {"status": "failed"})
+    grid.job("t2").model.write_bytes(b"")  # a model written, then the job failed: not completed
+    external.write_bytes(b"")
+    assert teachers_not_completed(grid.job("s").folder) == ["t2"]
+
+
+@pytest.fixture
+def signal_handlers():
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR2)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
+def test_sigterm_stops_the_task_unless_submitit_requeues_it(signal_handlers, monkeypatch):
+    """A task's SIGTERM handler (scancel, requeue): KeyboardInterrupt after a short grace; but a
+    USR2 (submitit: checkpoint, requeue, exit) before it or during the grace has its way."""
+    import signal
+    import threading
+    import time
+
+    import harness.executors.slurm as executor
+
+    monkeypatch.setattr(executor, "STOP_GRACE_S", 0.3)
+    calls = []
+
+    def submitits(signum, frame):  # as submitit's handler: requeues, then exits; SLURM's SIGTERM meanwhile
+        calls.append("checkpoint")
+        signal.raise_signal(signal.SIGTERM)
+        calls.append("requeued")
+        raise SystemExit(-1)
+
+    signal.signal(signal.SIGUSR2, submitits)
+    executor.stop_on_sigterm()
+    began = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):  # scancel
+        signal.raise_signal(signal.SIGTERM)
+    assert 0.3 <= time.perf_counter() - began < 2
+    with pytest.raises(SystemExit):  # a time limit's USR2, SIGTERM on its heels
+        signal.raise_signal(signal.SIGUSR2)
+    assert calls == ["checkpoint", "requeued"]
+    calls.clear()
+    signal.signal(signal.SIGUSR2, submitits)  # a fresh task: preempted, SIGTERM just before the USR2
+    executor.stop_on_sigterm()
+    threading.Timer(0.1, signal.pthread_kill, [threading.main_thread().ident, signal.SIGUSR2]).start()
+    began = time.perf_counter()
+    with pytest.raises(SystemExit):
+        signal.raise_signal(signal.SIGTERM)
+    assert calls == ["checkpoint", "requeued"] and time.perf_counter() - began < 0.3  # within the grace
 
 
 # (c) which grid key a refusal concerns
@@ -203,32 +343,62 @@ def test_check_asks_sbatch_test_only_and_names_the_key_it_refuses(tmp_path, slur
 
 # (d) reading sacct and squeue
 
-SACCT_STATES = """4101|COMPLETED
-4102_0|COMPLETED
-4102_1|CANCELLED by 0
-4102_2|FAILED
-4102_3|REQUEUED
-4102_[4-5]|PENDING
-4103|TIMEOUT
-4104|
-"""
-SQUEUE_STATES = """4102_3 PENDING
-4102_4 PENDING
-4102_5 RUNNING
+SACCT_STATES = """4101|COMPLETED|None
+4102_0|COMPLETED|None
+4102_1|CANCELLED by 0|None
+4102_2|FAILED|NonZeroExitCode
+4102_3|REQUEUED|None
+4102_[4-5]|PENDING|Dependency
+4103|TIMEOUT|None
+4104||
+4105_[0,2-3%2]|CANCELLED|Dependency
+"""  # as SLURM 22.05 answers: an array cancelled before its tasks started keeps its one line
+SQUEUE_STATES = """4102_3|PENDING|BeginTime|2026-11-25T23:32:58
+4102_4|PENDING|Dependency|N/A
+4102_5|RUNNING|None|2026-11-25T23:30:55
 """
 
 
 def test_task_states_from_sacct_and_squeue(slurm):
     slurm.answers = [(("sacct",), SACCT_STATES), (("squeue",), SQUEUE_STATES)]
-    ids = ["4101", "4102_0", "4102_1", "4102_2", "4102_3", "4102_4", "4102_5", "4103", "4104", "4199_0"]
+    ids = ["4101", "4102_0", "4102_1", "4102_2", "4102_3", "4102_4", "4102_5", "4103", "4104", "4105_0", "4105_1",
+           "4105_3", "4199_0"]
     assert queries.task_states(ids) == {
         "4101": "COMPLETED", "4102_0": "COMPLETED", "4102_1": "CANCELLED", "4102_2": "FAILED",
         "4102_3": "PENDING",  # requeued: squeue's word wins over sacct's
-        "4102_4": "PENDING", "4102_5": "RUNNING",  # sacct knows a pending array only as 4102_[4-5]
-        "4103": "TIMEOUT", "4104": "UNKNOWN", "4199_0": "UNKNOWN"}
-    assert slurm.calls == [["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", "4101,4102,4103,4104,4199"],
-                           ["squeue", "-h", "-r", "-o", "%i %T", "-j", "4101,4102,4103,4104,4199"]]
-    assert queries.task_states([]) == {} and len(slurm.calls) == 2
+        "4102_4": "PENDING", "4102_5": "RUNNING", "4103": "TIMEOUT", "4104": "UNKNOWN",
+        "4105_0": "CANCELLED", "4105_1": "UNKNOWN", "4105_3": "CANCELLED",  # sacct's 4105_[0,2-3%2] read as its tasks
+        "4199_0": "UNKNOWN"}
+    assert slurm.calls == [["sacct", "-n", "-X", "-P", "-o", "JobID,State,Reason", "-j", "4101,4102,4103,4104,4105,4199"],
+                           ["squeue", "-h", "-r", "-o", "%i|%T|%r|%S", "-j", "4101,4102,4103,4104,4105,4199"]]
+    got = queries.tasks(["4102_2", "4102_3", "4102_5", "4105_2"])
+    assert got == {"4102_2": queries.Task("FAILED", "NonZeroExitCode"),
+                   "4102_3": queries.Task("PENDING", "BeginTime", "2026-11-25T23:32:58"),
+                   "4102_5": queries.Task("RUNNING", "", "2026-11-25T23:30:55"),
+                   "4105_2": queries.Task("CANCELLED", "Dependency")}
+    assert queries.waiting_reason(got["4102_3"]) == "requeued, restarts after its delay (at 23:32:58)"
+    assert queries.task_states([]) == {} and len(slurm.calls) == 4
+
+
+@pytest.mark.parametrize("reason, said", [
+    ("", "queued"), ("Resources", "waiting for free resources"), ("Priority", "waiting behind jobs of higher priority"),
+    ("JobArrayTaskLimit", "waiting: array_parallelism tasks of its array are running"),
+    ("QOSMaxJobsPerUserLimit", "waiting: a limit of its QOS or account (QOSMaxJobsPerUserLimit)"),
+    ("Reservation", "Reservation")])  # one this does not know: SLURM's word
+def test_why_a_task_waits(reason, said):
+    assert queries.waiting_reason(queries.Task("PENDING", reason, "N/A")) == said
+
+
+@pytest.mark.parametrize("slurm, folder, shown", [
+    ("PENDING", "new", "pending"), ("REQUEUED", "partial", "pending"), ("RUNNING", "partial", "running"),
+    ("COMPLETING", "new", "running"), ("CANCELLED", "partial", "interrupted"), ("CANCELLED", "new", "pending"),
+    ("TIMEOUT", "partial", "interrupted"), ("OUT_OF_MEMORY", "new", "pending"), ("UNKNOWN", "partial", "interrupted"),
+    ("", "new", "pending"), ("CANCELLED", "completed", "completed"), ("RUNNING", "failed", "failed")])
+def test_slurms_words_onto_the_harness_states(slurm, folder, shown):
+    """One vocabulary: runs.parquet's (State.shown) for what ended, `pending`/`running` for what SLURM holds."""
+    from harness.run.layout import State
+
+    assert queries.shown_state(slurm, State(folder)) == shown
 
 
 def test_accounting_sums_every_attempt_of_a_task(slurm):
@@ -254,7 +424,8 @@ def test_queued_or_running_jobs_are_left_alone_and_ended_ones_run_again(tmp_path
     executor = SlurmExecutor(root, plan.grid["cluster"])
     teacher, *students = plan.jobs
     executor.write_records({teacher.key: "4101", students[0].key: "4102_0", students[1].key: "4102_1"})
-    slurm.answers = [(("sacct",), "4101|RUNNING\n4102_0|CANCELLED by 0\n"), (("squeue",), "4102_1 PENDING\n")]
+    slurm.answers = [(("sacct",), "4101|RUNNING|None\n4102_0|CANCELLED by 0|None\n"),
+                     (("squeue",), "4102_1|PENDING|Priority|N/A\n")]
     assert executor.to_run(plan.jobs) == students[:1] + students[2:]  # the cancelled one again, the two new
     assert executor.active([students[2].key, students[3].key]) == {}
 
@@ -272,22 +443,102 @@ def test_a_launcher_killed_mid_submission_finds_its_array_by_comment(tmp_path, s
     assert not GridPaths(root).slurm_intent.exists()
 
 
-def test_status_shows_slurms_word_where_the_folder_says_nothing_final(tmp_path, slurm):
-    from harness.analysis.status import failures, job_rows
-
+def status_grid(tmp_path: Path):
+    """The two-teacher grid's folders, planned as the launcher leaves them, with SLURM records:
+    teachers 4100 (small) and 4101 (big), ce students 4102_0/1, kd-small 4103_0/1, kd-big 4104_0/1."""
     root = tmp_path / "results" / "tiny"
-    plan = written(planned(tmp_path), root)
+    plan = written(two_teacher_plan(tmp_path), root)
     atomic_write_json(GridPaths(root).plan, gridlib.to_record(plan))
-    teacher, running, cancelled, requeued, new = plan.jobs
-    atomic_write_json(GridPaths(root).job(teacher.key).result, {"status": "completed"})
-    executor = SlurmExecutor(root, plan.grid["cluster"])
-    executor.write_records({teacher.key: "4101", running.key: "4102_0", cancelled.key: "4102_1",
-                            requeued.key: "4102_2"})
-    slurm.answers = [(("sacct",), "4101|COMPLETED\n4102_0|RUNNING\n4102_1|CANCELLED by 0\n4102_2|REQUEUED\n"),
-                     (("squeue",), "4102_0 RUNNING\n4102_2 PENDING\n")]
-    rows = {r["job"].key: r for r in job_rows(root)}
-    assert {key: (r["state"], r["task"]) for key, r in rows.items()} == {
-        teacher.key: ("completed", "4101"), running.key: ("running", "4102_0"),
-        cancelled.key: ("cancelled", "4102_1"), requeued.key: ("pending", "4102_2"), new.key: ("pending", "")}
-    (failed,) = failures(list(rows.values()))
-    assert failed.startswith(f"student {cancelled.key} cancelled: ") and "(no log)" in failed
+    jobs = {(j.method, j.teacher_set, j.seed): j for j in plan.jobs}
+    tasks = {("ce", "none", 7): "4100", ("ce", "none", 8): "4101", ("ce", "none", 0): "4102_0",
+             ("ce", "none", 1): "4102_1", ("kd", "small", 0): "4103_0", ("kd", "small", 1): "4103_1",
+             ("kd", "big", 0): "4104_0", ("kd", "big", 1): "4104_1"}
+    SlurmExecutor(root, plan.grid["cluster"]).write_records({jobs[k].key: t for k, t in tasks.items()})
+    return root, jobs
+
+
+def started(root: Path, job, epochs: int = 1) -> None:
+    """The job ran `epochs` epochs and left its checkpoint (then stopped)."""
+    paths = GridPaths(root).job(job.key)
+    atomic_write_json(paths.attempts, {"attempts": 1, "wall_time_s": 3.0})
+    atomic_write_json(paths.epochs, [{"epoch": e + 1, "val_top1": 20.0} for e in range(epochs)])
+    paths.checkpoint.write_bytes(b"")
+
+
+def test_status_says_why_a_job_waits(tmp_path, slurm):
+    """Teacher small runs, big waits for resources; the kd students wait for their own teacher; a
+    ce student was requeued and sits in SLURM's requeue delay, the other runs."""
+    from harness.analysis.status import job_rows, main, status_table
+
+    root, jobs = status_grid(tmp_path)
+    started(root, jobs[("ce", "none", 0)])
+    slurm.answers = [(("sacct",), "4100|RUNNING|None\n4101|PENDING|Resources\n4102_0|REQUEUED|None\n"
+                                  "4102_1|RUNNING|None\n4103_[0-1]|PENDING|Dependency\n4104_[0-1]|PENDING|Dependency\n"),
+                     (("squeue",), "4100|RUNNING|None|2026-11-25T23:30:55\n4101|PENDING|Resources|N/A\n"
+                                   "4102_0|PENDING|BeginTime|2026-11-25T23:32:58\n4102_1|RUNNING|None|2026-11-25T23:31:00\n"
+                                   "4103_0|PENDING|Dependency|N/A\n4103_1|PENDING|Dependency|N/A\n"
+                                   "4104_0|PENDING|Dependency|N/A\n4104_1|PENDING|Dependency|N/A\n")]
+    rows = {(r["job"].method, r["job"].teacher_set, r["job"].seed): r for r in job_rows(root)}
+    assert {k: (r["state"], r["reason"]) for k, r in rows.items()} == {
+        ("ce", "none", 7): ("running", ""),
+        ("ce", "none", 8): ("pending", "waiting for free resources"),
+        ("ce", "none", 0): ("pending", "requeued, restarts after its delay (at 23:32:58)"),
+        ("ce", "none", 1): ("running", ""),
+        ("kd", "small", 0): ("pending", "waiting for teacher small (task 4100)"),
+        ("kd", "small", 1): ("pending", "waiting for teacher small (task 4100)"),
+        ("kd", "big", 0): ("pending", "waiting for teacher big (task 4101)"),
+        ("kd", "big", 1): ("pending", "waiting for teacher big (task 4101)")}
+    table = render(status_table(root, list(rows.values())))
+    assert "4102_0 PENDING (BeginTime)" in table and "waiting for teacher big (task 4101)" in table
+    assert main([str(root)]) == 1
+
+
+def test_status_says_why_a_job_ended_in_the_words_of_runs_parquet(tmp_path, slurm):
+    """Teacher big failed: SLURM cancelled the kd-big students (one before squeue let it go, one
+    already gone); teacher small completed and so did its students but one, cancelled mid-training
+    (scancel); a ce student timed out for good. The states are runs.parquet's words (interrupted,
+    not cancelled), SLURM's own next to them."""
+    from harness.analysis.collect import collect
+    from harness.analysis.status import failures, job_rows, main
+
+    root, jobs = status_grid(tmp_path)
+    for key in (("ce", "none", 7), ("ce", "none", 1), ("kd", "small", 0)):
+        started(root, jobs[key], 3)
+        atomic_write_json(GridPaths(root).job(jobs[key].key).result, {"status": "completed"})
+    started(root, jobs[("ce", "none", 8)])
+    atomic_write_json(GridPaths(root).job(jobs[("ce", "none", 8)].key).result,
+                      {"status": "failed", "error": "Traceback ...\nNonFiniteLoss: loss term 'ce' became non-finite"})
+    started(root, jobs[("ce", "none", 0)], 2)
+    started(root, jobs[("kd", "small", 1)], 2)
+    slurm.answers = [(("sacct",), "4100|COMPLETED|None\n4101|FAILED|NonZeroExitCode\n4102_0|TIMEOUT|None\n"
+                                  "4102_1|COMPLETED|None\n4103_0|COMPLETED|None\n4103_1|CANCELLED by 0|None\n"
+                                  "4104_0|CANCELLED|Dependency\n"),
+                     (("squeue",), "4104_1|PENDING|DependencyNeverSatisfied|N/A\n")]
+    rows = {(r["job"].method, r["job"].teacher_set, r["job"].seed): r for r in job_rows(root)}
+    assert {k: (r["state"], r["reason"]) for k, r in rows.items()} == {
+        ("ce", "none", 7): ("completed", ""),
+        ("ce", "none", 8): ("failed", "NonFiniteLoss: loss term 'ce' became non-finite"),
+        ("ce", "none", 0): ("interrupted", "time limit reached, not requeued; the next launch resumes it"),
+        ("ce", "none", 1): ("completed", ""),
+        ("kd", "small", 0): ("completed", ""),
+        ("kd", "small", 1): ("interrupted", "cancelled; the next launch resumes it"),
+        ("kd", "big", 0): ("pending", "cancelled: teacher big failed (task 4101)"),
+        ("kd", "big", 1): ("pending", "teacher big failed (task 4101): SLURM cancels it")}
+    words = {r["job_key"]: r["status"] for r in collect(root)[0].to_pylist()}
+    assert {r["job"].key: r["state"] for r in rows.values()} == words  # one vocabulary
+    listed = failures(list(rows.values()))
+    assert [line.split(":")[0] for line in listed] == [
+        f"teacher {jobs[('ce', 'none', 8)].key} failed (NonFiniteLoss",
+        f"student {jobs[('ce', 'none', 0)].key} interrupted (time limit reached, not requeued; the next launch resumes it)",
+        f"student {jobs[('kd', 'small', 1)].key} interrupted (cancelled; the next launch resumes it)",
+        f"student {jobs[('kd', 'big', 0)].key} pending (cancelled"]
+    assert "(no log)" in listed[-1]
+    assert main([str(root)]) == 1
+
+
+def render(table) -> str:
+    from rich.console import Console
+
+    console = Console(width=400, record=True)
+    console.print(table)
+    return console.export_text()

@@ -148,6 +148,12 @@ def _run_locked(folder: Path, spec: dict, forward, run_training) -> dict:
         error = traceback.format_exc()
         result = {"status": State.FAILED, "error": "\n".join(error.strip().splitlines()[-12:])}
         log.line("failed:\n" + error)
+    except (KeyboardInterrupt, SystemExit) as stop:  # stopped (the launcher's SIGINT, SLURM's SIGTERM or requeue)
+        what = str(stop) if isinstance(stop, KeyboardInterrupt) else f"exit {stop.code}"
+        log.line(f"interrupted{f' ({what})' if what else ''}: no result; the next attempt resumes from the last "
+                 "epoch checkpoint")
+        log.close()
+        raise
     log.close()
     result.update(provenance, wall_time_s=log.wall_time_s(), cpu_time_s=log.cpu_time_s())
     atomic_write_json(paths.result, result)

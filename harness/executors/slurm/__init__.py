@@ -1,9 +1,12 @@
-"""SLURM through submitit: one job array per stage, students depending (afterok) on exactly the
-teacher tasks they need, a small collect job after the last student; the launcher returns once
-everything is queued.
+"""SLURM through submitit: each teacher a job of its own, the students in one job array per set of
+teacher tasks they need, each depending (afterok) on exactly those (none for students that need no
+teacher), so that a teacher that fails or is cancelled cancels only its own students; a small
+collect job after the last student; the launcher returns once everything is queued.
 
 Each task runs one job folder (`SlurmTask`, a submitit `Checkpointable`): on the USR2 warning
 before its time limit, or on preemption, it is requeued and resumes from its last epoch checkpoint.
+On SIGTERM (scancel, `scontrol requeue`) it stops within seconds, as a local job stops on the
+launcher's interrupt: its last epoch checkpoint kept, no result written (`stop_on_sigterm`).
 With several tasks per job (GPUs, or CPU tasks for testing) each task exports the torch.distributed
 environment from submitit and accelerate builds a DDP group over it; rank 0 alone writes.
 
@@ -16,6 +19,7 @@ it holds; both are tested without a cluster (tests/test_slurm_logic.py).
 """
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import uuid
@@ -30,7 +34,7 @@ from harness.executors.slurm.params import (array_parameters, collect_parameters
                                             test_only_args)
 from harness.executors.slurm.queries import ACTIVE, FINISHED_BAD, MOVING, SlurmError, accounting, task_states
 from harness.run import job as job_runner
-from harness.run.layout import State, read_json
+from harness.run.layout import JobPaths, State, read_json
 
 __all__ = ["ACTIVE", "FINISHED_BAD", "MOVING", "SlurmError", "SlurmExecutor", "SlurmTask", "accounting", "task_states"]
 
@@ -45,6 +49,10 @@ class SlurmTask:
     def __call__(self) -> str:
         import submitit
 
+        stop_on_sigterm()
+        missing = teachers_not_completed(Path(self.folder))
+        if missing:  # SLURM let it start all the same (see `submissions`): it ends without a result, to run again
+            raise RuntimeError(f"job {self.folder} not started: its teacher(s) {', '.join(missing)} did not complete")
         if submitit.JobEnvironment().num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         result = job_runner.run(Path(self.folder))
@@ -56,6 +64,54 @@ class SlurmTask:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def teachers_not_completed(folder: Path) -> list[str]:
+    """The job's teachers that have not completed: their keys (their folders' names), or, for a
+    teacher trained elsewhere, its checkpoint's path where the file is missing."""
+    missing = []
+    for _, model in JobPaths(folder).read_spec()["teachers"]:
+        teacher = JobPaths(Path(model).parent)
+        if teacher.spec.exists():
+            missing += [] if teacher.state() == State.COMPLETED else [teacher.folder.name]
+        elif not Path(model).exists():
+            missing.append(model)
+    return missing
+
+
+STOP_GRACE_S = 2.0  # how long a task that got SIGTERM waits for a preemption's USR2
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (scancel, `scontrol requeue`, SLURM's kill at the end of a time limit) stop the
+    task: a KeyboardInterrupt, as the local launcher's SIGINT gives its jobs, so the job ends
+    interrupted, keeping its last epoch checkpoint, and writes no result.
+
+    submitit ignores SIGTERM (a job cancelled mid-training would then train on until SLURM kills
+    it, KillWait later, and might even be recorded completed) because SLURM may send it beside the
+    USR2 on which submitit checkpoints and requeues the job (a preemption; a time limit reached):
+    so once a USR2 has come, SIGTERM is still ignored and submitit's handler requeues the job; and
+    a SIGTERM first waits STOP_GRACE_S for a USR2, whose handler then runs (and exits) instead.
+    Called in the task, after submitit has set its handlers."""
+    import submitit
+
+    usr = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
+    requeue = signal.getsignal(usr)  # submitit's: checkpoint, requeue, exit
+    requeueing = []
+
+    def on_usr(signum, frame):
+        requeueing.append(signum)
+        if callable(requeue):
+            requeue(signum, frame)
+
+    def stop(signum, frame):
+        if not requeueing:
+            time.sleep(STOP_GRACE_S)  # a USR2 now runs on_usr from within this sleep
+        if not requeueing:
+            raise KeyboardInterrupt("SIGTERM from SLURM")
+
+    signal.signal(usr, on_usr)
+    signal.signal(signal.SIGTERM, stop)
 
 
 class SlurmExecutor(Executor):
@@ -92,24 +148,28 @@ class SlurmExecutor(Executor):
         began = time.perf_counter()
         arrays = self.submit(stages)
         return Started(ended=False, queued=total,
-                       note=f"queued {total} jobs in {len(arrays) - 1} array(s) + a collect job "
+                       note=f"queued {total} jobs in {len(arrays) - 1} submission(s) + a collect job "
                             f"({', '.join(arrays)}) in {time.perf_counter() - began:.1f}s")
 
     def submit(self, stages: list[list[Job]]) -> list[str]:
-        """Queue the stages; return the SLURM array ids, in order."""
+        """Queue the stages; return the SLURM array ids, in order. Within a stage, one array per
+        set of teacher tasks its jobs wait on (`afterok` on exactly those, none for the jobs that
+        need no teacher, or whose teachers have completed), so that a teacher that fails cancels
+        only the students that need it."""
         import submitit
 
         # students wait on their teachers' tasks: those queued by this launch, or still active from an earlier one
-        teacher_tasks = self.active(sorted({k for stage in stages for j in stage for k in j.teachers}))
+        depended_on = {k for stage in stages for j in stage for k in j.teachers}
+        teacher_tasks = self.active(sorted(depended_on))
         arrays, largest = [], queries.max_array_size()
         with submitit.helpers.clean_env():  # the launcher may itself be a SLURM job (slurm/launch.sbatch)
             for stage in stages:
-                needed = sorted({teacher_tasks[k] for j in stage for k in j.teachers if k in teacher_tasks})
-                dependency = f"afterok:{':'.join(needed)}" if needed else None
-                for chunk in chunks(stage, largest):
-                    tasks = self.submit_array(chunk, dependency)
-                    teacher_tasks.update(tasks)
-                    arrays.append(next(iter(tasks.values())).split("_")[0])
+                for needed, group in dependency_groups(stage, teacher_tasks):
+                    dependency = f"afterok:{':'.join(needed)}" if needed else None
+                    for chunk in submissions(group, depended_on, largest):
+                        tasks = self.submit_array(chunk, dependency)
+                        teacher_tasks.update(tasks)
+                        arrays.append(next(iter(tasks.values())).split("_")[0])
             if arrays:
                 arrays.append(self.submit_collect(arrays))
         return arrays
@@ -125,7 +185,7 @@ class SlurmExecutor(Executor):
         token = uuid.uuid4().hex
         intent = self.paths.slurm_intent
         atomic_write_json(intent, {"comment": token, "keys": [j.key for j in jobs]})
-        ex = self.executor(dependency, token, f"kd-{self.root.name}-{jobs[0].stage}")
+        ex = self.executor(dependency, token, array_name(self.root.name, jobs))
         with ex.batch():
             submitted = [ex.submit(SlurmTask(str(self.job_paths(j.key).folder.resolve()))) for j in jobs]
         tasks = {j.key: s.job_id for j, s in zip(jobs, submitted)}
@@ -158,6 +218,32 @@ class SlurmExecutor(Executor):
         # the collect command, not its function: the executors sit below the analysis layer
         collect = submitit.helpers.CommandFunction([sys.executable, "-m", "harness.collect", str(self.root.resolve())])
         return ex.submit(collect).job_id
+
+
+def dependency_groups(stage: list[Job], teacher_tasks: dict[str, str]) -> list[tuple[tuple[str, ...], list[Job]]]:
+    """The stage's jobs grouped by the teacher tasks they wait on (`teacher_tasks`: teacher key →
+    its task queued or running; a teacher not there has completed, or is external), in the order
+    the groups first occur: (sorted task ids, jobs), the jobs that wait on none first."""
+    groups: dict[tuple[str, ...], list[Job]] = {}
+    for job in stage:
+        needed = tuple(sorted({teacher_tasks[k] for k in job.teachers if k in teacher_tasks}))
+        groups.setdefault(needed, []).append(job)
+    return sorted(groups.items(), key=lambda group: bool(group[0]))
+
+
+def array_name(grid: str, jobs: list[Job]) -> str:
+    """`kd-<grid>-<stage>`, and the teacher set where all the array's jobs have the same one."""
+    labels = {j.teacher_set for j in jobs if j.teachers} | ({"none"} if any(not j.teachers for j in jobs) else set())
+    return f"kd-{grid}-{jobs[0].stage}" + (f"-{labels.pop()}" if labels != {"none"} and len(labels) == 1 else "")
+
+
+def submissions(group: list[Job], depended_on: set[str], largest: int) -> list[list[Job]]:
+    """How a group is sent: a job that others wait on (a teacher) as a job of its own, the rest in
+    arrays of at most `largest` tasks. SLURM (22.05) keeps no record of an array task cancelled
+    while it waits in its array, and then counts a dependency on it as satisfied: the students of
+    a teacher cancelled before it started would start without it."""
+    alone = [[j] for j in group if j.key in depended_on]
+    return alone + chunks([j for j in group if j.key not in depended_on], largest)
 
 
 def chunks(jobs: list[Job], size: int) -> list[list[Job]]:
