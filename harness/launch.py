@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def load_plan(args, say=lambda text: None) -> Plan:
     import torch
 
     grid = gridlib.load(args.grid, args.overrides, cuda_available=torch.cuda.is_available())
+    for warning in grid["warnings"]:
+        say(f"warning: {warning}")
     if grid["cluster"]["executor"] == "debug":  # tiny data unless the grid asks for a size
         for limit in ("limit_train", "limit_test"):
             if grid["data"][limit] is None:
@@ -61,6 +64,10 @@ def main(argv=None) -> int:
         console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         return EXIT_BAD_INPUT
     root = args.out / plan.grid["name"]
+    problem = out_problem(args.out, root, writing=not args.dry_run)
+    if problem:
+        console.print(f"[red]error:[/] {escape(problem)}", highlight=False)
+        return EXIT_BAD_INPUT
     if args.dry_run:
         console.print(plan_table(plan, root))
         console.print(cost_text(plan))
@@ -94,6 +101,18 @@ def main(argv=None) -> int:
         follow(root, console)
         return finish(plan, root, console)
     return EXIT_OK
+
+
+def out_problem(out: Path, root: Path, writing: bool) -> str | None:
+    """--out must be a folder (or one that can be made) that this user can write in."""
+    for path in (out, root):
+        if path.exists() and not path.is_dir():
+            return f"--out {out}: {path} is a file; expected a folder"
+    if writing:
+        existing = next(p for p in (root, *root.parents) if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):  # EROFS on a read-only file system, also for root
+            return f"--out {out}: cannot write in {existing} (read-only, or not this user's)"
+    return None
 
 
 def check_data(data: dict) -> str | None:

@@ -3,6 +3,9 @@ clear message naming the key (or path) and what was expected, no traceback, and 
 was (nothing planned, written or started)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from harness.launch import main as launch
@@ -110,3 +113,44 @@ def test_bad_teacher_checkpoint_is_refused_at_plan_time(write_grid, tmp_path, ca
     text = " ".join(capsys.readouterr().out.split())
     assert "teachers.small.checkpoint" in text and fragment in text and "Traceback" not in text
     assert not (tmp_path / "out").exists()
+
+
+def test_an_out_that_is_a_file_is_refused_cleanly(write_grid, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.write_text("mine")
+    for extra in ([], ["--dry-run"]):
+        assert launch([str(write_grid()), "--out", str(out), *extra]) == 2
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"--out {out}: {out} is a file; expected a folder" in text and "Traceback" not in text
+    assert out.read_text() == "mine"
+
+
+def test_an_out_that_cannot_be_written_is_refused_cleanly(write_grid, tmp_path, capsys, monkeypatch):
+    import harness.launch
+
+    out = tmp_path / "readonly"
+    out.mkdir()
+    out.chmod(0o555)
+    if os.access(out, os.W_OK):  # root writes anywhere but on a read-only file system: stand one in
+        real = os.access
+        monkeypatch.setattr(harness.launch.os, "access", lambda p, mode: False if Path(p) == out else real(p, mode))
+    assert launch([str(write_grid()), "--out", str(out)]) == 2
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"--out {out}: cannot write in {out}" in text and "Traceback" not in text
+    assert list(out.iterdir()) == []
+    assert launch([str(write_grid()), "--out", str(out), "--dry-run"]) == 0  # a dry run writes nothing
+
+
+def test_a_bad_set_value_is_blamed_on_the_set_not_the_grid_file(write_grid, tmp_path, capsys):
+    grid = write_grid()
+    assert launch([str(grid), "--out", str(tmp_path / "out"), "--set", "train.epochs=x"]) == 2
+    text = capsys.readouterr().out
+    assert "--set train.epochs=x: train.epochs: expected int, got 'x'" in text and str(grid) not in text
+
+
+def test_keys_the_executor_never_reads_are_said(write_grid, tmp_path, capsys):
+    assert launch([str(write_grid()), "--out", str(tmp_path / "out"), "--dry-run",
+                   "--set", "cluster.partition=gpu", "--set", "cluster.debug_limit_train=64"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "warning: cluster.partition is set but only the slurm executor reads it (executor = 'local')" in text
+    assert "warning: cluster.debug_limit_train is set but only the debug executor reads it" in text

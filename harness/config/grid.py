@@ -30,10 +30,13 @@ NO_TEACHERS = "none"
 class GridError(Exception):
     """All problems of a grid file; `str()` lists them one per line, each with its key path."""
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]):
+    def __init__(self, source: str, problems: list[tuple[str, str]], overrides: list[str] = ()):
         self.problems = problems
         lines = [f"{source}: {len(problems)} problem(s)"] if len(problems) > 1 else []
-        lines += [f"{source}: {path}: {msg}" if path else f"{source}: {msg}" for path, msg in problems]
+        for path, msg in problems:
+            path = attributed(path, overrides)  # a --set's problem is told as the --set's, not the file's
+            lines.append(f"{path}: {msg}" if path.startswith("--set ") else f"{source}: {path}: {msg}" if path
+                         else f"{source}: {msg}")
         super().__init__("\n".join(lines))
 
 
@@ -90,8 +93,17 @@ def load(path: str | Path, overrides: list[str] = (), cuda_available: bool = Fal
         apply_override(raw, item, problems)
     grid = validate(raw, problems, cuda_available)
     if problems:
-        raise GridError(str(path), problems)
+        raise GridError(str(path), problems, overrides)
     return grid
+
+
+def attributed(key: str, overrides: list[str]) -> str:
+    """A problem with a key that a --set gave is that --set's, not the grid file's."""
+    for item in reversed(overrides):  # the last --set of a key is the one in force
+        dotted = item.partition("=")[0].strip()
+        if not key.startswith("--set ") and (key == dotted or key.startswith((dotted + ".", dotted + "["))):
+            return f"--set {item}: {key}"
+    return key
 
 
 def apply_override(raw: dict, item: str, problems: list) -> None:
@@ -218,12 +230,29 @@ def validate(raw: dict, problems: list, cuda_available: bool = False) -> dict:
         problems.append(("cluster.signal_delay_s", f"{cluster['signal_delay_s']} s leaves no time to train before the "
                          f"USR2 warning: SLURM may send it up to 60 s early, so it must be below timeout_min·60 − 60 = "
                          f"{cluster['timeout_min'] * 60 - 60} s"))
+    grid["warnings"] = unused_cluster_keys(tables.get("cluster", {}), cluster.get("executor"))
     if not problems:
         check_method_builds(grid, problems)
     if not problems:
         check_labels(grid, problems)
     problems[:] = list(dict.fromkeys(problems))
     return grid
+
+
+def unused_cluster_keys(written: Any, executor: str | None) -> list[str]:
+    """[cluster] keys the grid sets that its executor never reads (slurm's under local, say): not
+    an error (one grid serves laptop and cluster), but said, so that no one believes them in force."""
+    if not isinstance(written, dict) or executor is None:
+        return []
+    readers = {"slurm:": "slurm", "debug executor:": "debug"}
+    unused = []
+    for name in written:
+        doc = schema.CLUSTER[name].doc if name in schema.CLUSTER else ""
+        reader = next((e for prefix, e in readers.items() if doc.startswith(prefix)), None)
+        if reader and reader != executor:
+            unused.append(f"cluster.{name} is set but only the {reader} executor reads it (executor = {executor!r}): "
+                          "ignored")
+    return unused
 
 
 def world_size(cluster: dict) -> int:
