@@ -260,15 +260,21 @@ def test_launcher_killed_mid_submission_leaves_nothing_orphaned(write_grid, tmp_
 
 
 def test_launcher_as_a_batch_job(write_grid, tmp_path):
-    """slurm/launch.sbatch: the launcher runs as a job and queues the grid's arrays from inside it."""
+    """slurm/launch.sbatch: the launcher runs as a job and queues the grid's arrays from inside it;
+    submitted from another folder than the repository's, with paths relative to that folder."""
     root_dir = Path(__file__).resolve().parents[1]
-    out = tmp_path / "out"
-    job = subprocess.run(["sbatch", "--parsable", "--wait", f"--output={tmp_path}/launch-%j.out",
-                          str(root_dir / "slurm" / "launch.sbatch"), str(write_grid()), "--out", str(out), *SLURM,
-                          "--set", "grid.method=['ce']"], cwd=root_dir, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "KD_VENV": str(Path(sys.executable).parents[1])})
-    assert job.returncode == 0, job.stderr + "".join(p.read_text() for p in tmp_path.glob("launch-*.out"))
-    (row,) = wait(out / "tiny")
+    write_grid()
+    venv = Path(sys.executable).parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("KD_VENV", "KD_REPO", "PYTHONPATH")}
+    if venv.resolve() != (root_dir / ".venv").resolve():  # else the script's default, the repository's .venv
+        env["KD_VENV"] = str(venv)
+    job = subprocess.run(["sbatch", "--parsable", "--wait", str(root_dir / "slurm" / "launch.sbatch"), "grid.toml",
+                          "--out", "out", *SLURM, "--set", "grid.method=['ce']"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env=env)
+    logs = list(tmp_path.glob("kd-launch-*.out"))  # the script's own --output, in the folder it was sent from
+    assert job.returncode == 0, job.stderr + "".join(p.read_text() for p in logs)
+    assert len(logs) == 1 and "queued 1 jobs" in logs[0].read_text()
+    (row,) = wait(tmp_path / "out" / "tiny")
     assert row["state"] == "completed"
 
 
