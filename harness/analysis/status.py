@@ -151,7 +151,8 @@ def failures(rows: list[dict], lines: int = 8) -> list[str]:
 
 
 def going(row: dict) -> bool:
-    """Queued or running on SLURM, and not held or suspended (or SLURM could not be asked)."""
+    """Queued or running on SLURM and moving (not suspended, nor held after a requeue), or SLURM
+    could not be asked: what `follow` waits for."""
     return bool(row["task"]) and row["local"] not in (State.COMPLETED, State.FAILED) and (
         row["slurm"] in MOVING or not row["slurm"])
 
@@ -182,7 +183,7 @@ def main(argv=None) -> int:
     rows = job_rows(args.root)
     console.print(status_table(args.root, rows))
     for text in failures(rows):
-        console.print(text, highlight=False)
+        console.print(escape(text), highlight=False)  # log lines may hold [brackets]
     return 0 if all(r["state"] == State.COMPLETED for r in rows) else 1
 
 
