@@ -76,7 +76,7 @@ def test_grid_on_slurm_end_to_end_and_relaunch_submits_nothing_twice(write_grid,
     args = [str(write_grid()), "--out", str(out), *SLURM]
     assert launch(args) == 0
     said = capsys.readouterr().out
-    assert "queued 3 jobs in 3 array(s)" in said and "harness.status" in said  # teacher, ce, kd after the teacher
+    assert "queued 3 jobs in 3 submission(s)" in said and "harness.status" in said  # teacher, ce, kd after the teacher
     assert launch(args) == 0  # while queued or running: nothing new
     said = capsys.readouterr().out
     assert "nothing to submit" in said or "queued 0" not in said
