@@ -1,8 +1,9 @@
 """`python -m harness.launch grid.toml`: plan a grid, train the teachers it needs, then the
 students, and collect the results into Parquet tables.
 
-Exit codes: 0 every job completed (or --dry-run), 1 some job failed or was skipped, 2 bad input
-(grid file, arguments, missing data cache), 130 interrupted (relaunch to resume).
+Exit codes: 0 every job completed (or --dry-run; with the slurm executor: everything queued), 1 some
+job failed or was skipped, 2 bad input (grid file, arguments, missing data cache, settings SLURM
+refuses), 130 interrupted (relaunch to resume; after queuing, --wait interrupted: the jobs go on).
 """
 from __future__ import annotations
 
@@ -98,7 +99,12 @@ def main(argv=None) -> int:
     if args.wait and started.queued:  # outside the grid lock: following starts nothing
         from harness.analysis.status import follow
 
-        follow(root, console)
+        try:
+            follow(root, console)
+        except KeyboardInterrupt:  # stops following only: the queued jobs go on
+            console.print("[yellow]stopped following[/]: the jobs stay queued; "
+                          f"python -m harness.status {escape(str(root))} shows them")
+            return EXIT_INTERRUPTED
         return finish(plan, root, console)
     return EXIT_OK
 

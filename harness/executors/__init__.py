@@ -2,8 +2,9 @@
 
 - `local` (harness.executors.local): each job in a fresh process, one after another; or `debug`: in
   this process (pdb works; tiny data by default, see harness.config.schema).
-- `slurm` (harness.executors.slurm): one submitit job array per stage, students depending on the
-  teacher jobs they need; the launcher returns once everything is queued.
+- `slurm` (harness.executors.slurm): each teacher a SLURM job, the students in one job array per
+  set of teacher jobs they wait on (afterok on exactly those); the launcher returns once everything
+  is queued.
 
 Every executor answers the launcher the same way (`Executor`): which of the plan's jobs to start
 (`to_run`), whether the backend would take them (`check`, before anything starts), and `start`,
