@@ -41,6 +41,10 @@ def main(argv=None) -> int:
         return 2
     try:
         metadata = export(args.folder, args.out)
+    except FileNotFoundError as e:  # the folder's job.json, result.json or model.pt
+        print(f"error: {args.folder}: no {Path(e.filename or '?').name}: expected a completed job's folder, "
+              "results/<grid>/jobs/<key>", file=sys.stderr)
+        return 2
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -38,3 +38,13 @@ def test_export_then_distil_from_the_exported_teacher(write_grid, tmp_path, caps
     assert launch([str(grid), "--out", str(out2), "--set", "grid.method=['kd']", *one_epoch]) == 0
     (run,) = pq.read_table(GridPaths(out2 / "tiny").runs_table).to_pylist()
     assert run["status"] == State.COMPLETED and run["stage"] == "student" and run["agreement_ensemble"] is not None
+
+
+def test_a_folder_that_is_no_job_is_refused_cleanly(tmp_path, capsys):
+    from harness.export import main
+
+    out = tmp_path / "teacher.safetensors"
+    assert main([str(tmp_path), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path}: no job.json: expected a completed job's folder" in err and "Errno" not in err
+    assert not out.exists()
