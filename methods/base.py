@@ -125,6 +125,7 @@ class Term(nn.Module):
         self.check(ctx)
         self._caches = ctx.teacher_caches  # a plain attribute: held, never saved
         self._n_teachers = len(ctx.teachers)
+        self.label_smoothing = ctx.label_smoothing  # for a term's own CE (cross_entropy)
 
     def check(self, ctx: Context) -> None:
         """The declaration, for terms built by hand (the grid has checked a grid's before)."""

@@ -4,17 +4,13 @@ Loss = CE(student logits, y). Also added to any method none of whose terms super
 """
 from __future__ import annotations
 
-from methods.base import Context, Term, cross_entropy, register
+from methods.base import Term, cross_entropy, register
 
 
 @register
 class CrossEntropy(Term):
     name = "ce"
     supervises = True
-
-    def __init__(self, ctx: Context, **params):
-        super().__init__(ctx, **params)
-        self.label_smoothing = ctx.label_smoothing
 
     def losses(self, batch, student, teachers):
         return {"ce": cross_entropy(student.logits, batch.labels, self.label_smoothing)}

@@ -26,7 +26,7 @@ from __future__ import annotations
 from torch import Tensor
 import torch.nn.functional as F
 
-from methods.base import TEACHER_CACHE, Context, Param, Term, cross_entropy, register
+from methods.base import TEACHER_CACHE, Param, Term, cross_entropy, register
 from methods.kd import soft_targets
 
 EPS = 1e-8  # the official code's, added to the product of the norms
@@ -53,10 +53,6 @@ class DIST(Term):
                 "ce_weight": Param(1.0, minimum=0), "teacher_cache": TEACHER_CACHE}
     uses_teachers = True
     supervises = True
-
-    def __init__(self, ctx: Context, **params):
-        super().__init__(ctx, **params)
-        self.label_smoothing = ctx.label_smoothing
 
     def losses(self, batch, student, teachers):
         p = self.params

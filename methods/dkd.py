@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from methods.base import TEACHER_CACHE, Context, Param, Term, cross_entropy, register
+from methods.base import TEACHER_CACHE, Param, Term, cross_entropy, register
 from methods.kd import zscore
 
 
@@ -80,10 +80,6 @@ class DecoupledKD(Term):
                 "standardize": False, "teacher_cache": TEACHER_CACHE}
     uses_teachers = True
     supervises = True
-
-    def __init__(self, ctx: Context, **params):
-        super().__init__(ctx, **params)
-        self.label_smoothing = ctx.label_smoothing
 
     def warmup(self) -> float:
         epochs = self.params["warmup_epochs"]

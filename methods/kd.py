@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from methods.base import TEACHER_CACHE, Context, Param, Term, cross_entropy, register
+from methods.base import TEACHER_CACHE, Param, Term, cross_entropy, register
 
 
 def zscore(logits: Tensor, eps: float = 1e-7) -> Tensor:
@@ -56,10 +56,6 @@ class KnowledgeDistillation(Term):
                 "standardize": Param(False, keyed_at_default=False), "teacher_cache": TEACHER_CACHE}
     uses_teachers = True
     supervises = True
-
-    def __init__(self, ctx: Context, **params):
-        super().__init__(ctx, **params)
-        self.label_smoothing = ctx.label_smoothing
 
     def losses(self, batch, student, teachers):
         alpha, temperature = self.params["alpha"], self.params["temperature"]

@@ -88,7 +88,6 @@ class MateKD(Term):
 
     def __init__(self, ctx: Context, **params):
         super().__init__(ctx, **params)
-        self.label_smoothing = ctx.label_smoothing
         # Plain lists: held, not owned (never saved with the method, never optimised).
         self._student = [ctx.student]
         self._teachers = list(ctx.teachers)
