@@ -15,7 +15,8 @@ RATES = {"resnet20": 1000.0}  # the tiny grid's students and its teacher are all
 def table(tmp_path, monkeypatch):
     path = tmp_path / "throughput.json"
     monkeypatch.setattr(cost, "TABLE", path)
-    cost.record("cpu", 128, RATES, {"device": "CPU Test (AVX2)", "precision": "no", "measured": "2026-11-25"})
+    cost.record("cpu", 128, RATES, {"device": "CPU Test (AVX2)", "precision": "no", "threads": 2,
+                                     "measured": "2026-11-25"})
     return path
 
 
@@ -67,7 +68,7 @@ def test_the_dry_run_states_the_cost(table, write_grid, tmp_path, capsys, monkey
     assert launch([str(write_grid()), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "cost: ≈ 0.0 CPU-hours (teachers ≈ 0.0 CPU-hours, students ≈ 0.0 CPU-hours)" in text
-    assert "measured on CPU Test (AVX2) (no, batch 128, measured 2026-11-25)" in text
+    assert "measured on CPU Test (AVX2) (no, 2 threads, batch 128, measured 2026-11-25)" in text
     assert not (tmp_path / "out").exists()
 
 

@@ -76,7 +76,8 @@ def estimate(plan, jobs: list | None = None, kind: str | None = None) -> Estimat
     """The cost of `jobs` (default: the whole plan) on the device kind its jobs get (cuda where the
     grid asks SLURM for GPUs or, locally, where this host has one; else cpu); None where that
     kind was never measured."""
-    entry = measured().get(kind or device_kind(plan.grid))
+    kind = kind or device_kind(plan.grid)
+    entry = measured().get(kind)
     if not entry:
         return None
     teacher_archs = {j.key: j.arch for j in plan.jobs if j.stage == "teacher"}
@@ -86,7 +87,8 @@ def estimate(plan, jobs: list | None = None, kind: str | None = None) -> Estimat
         s, missing = job_cost(job, teacher_archs, plan.grid["data"], entry["images_per_s"])
         seconds, unknown = seconds + s, unknown | missing
     batches = "/".join(sorted(entry["images_per_s"], key=int))
-    return Estimate(seconds, f"{entry['device']} ({entry['precision']}, batch {batches}, "
+    threads = f"{entry['threads']} threads, " if kind == "cpu" and "threads" in entry else ""
+    return Estimate(seconds, f"{entry['device']} ({entry['precision']}, {threads}batch {batches}, "
                              f"measured {entry['measured']})", tuple(sorted(unknown)))
 
 
