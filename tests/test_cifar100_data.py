@@ -419,3 +419,36 @@ def test_cifar_built_positionally_is_cifar10():
     data = Cifar(x, y, x, y, x, y, "random")  # as other code builds it
     assert data.dataset == "cifar10" and data.num_classes == 10 and data.y_test_coarse is None
     assert cache_dir("/r", "cifar100") == Path("/r/cifar100") and cache_dir("/r") == Path("/r/cifar10")
+
+
+def test_a_cifar100_grid_is_evaluated_on_cifar100c(c100_root: Path, tmp_path: Path):
+    """[eval] on a CIFAR-100 grid reads CIFAR-100-C, scored against its fine labels: the robustness
+    rows equal the trained model's accuracy recomputed here on the same corrupted images."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from harness.data.device import DeviceData
+    from harness.launch import main as launch
+    from harness.models import checkpoint
+    from harness.run.evaluate import predict
+    from harness.run.layout import GridPaths
+    from tests.conftest import TINY_GRID
+
+    grid_file = tmp_path / "g.toml"
+    grid_file.write_text(TINY_GRID.format(root=c100_root, executor="debug").replace("epochs = 3", "epochs = 1")
+                         .replace("[data]\n", '[data]\ndataset = "cifar100"\n')
+                         + '[eval]\ncorruptions = ["contrast", "gaussian_noise"]\nseverities = [2]\n')
+    assert launch([str(grid_file), "--out", str(tmp_path / "out"), "--set", "grid.method=['ce']",
+                   "--set", "grid.seed=[0]"]) == 0
+    grid = GridPaths(tmp_path / "out" / "tiny")
+    (run,) = pq.read_table(grid.runs_table).to_pylist()
+    rows = {r["corruption"]: r for r in pq.read_table(grid.robustness_table).to_pylist()}
+    assert run["dataset"] == "cifar100" and sorted(rows) == ["contrast", "gaussian_noise"]
+    model = checkpoint.load_frozen(grid.job(run["job_key"]).model, "resnet20", torch.device("cpu"),
+                                   torch.contiguous_format, num_classes=100)
+    normalize = DeviceData(load_dataset(c100_root, "cifar100", val_size=100), torch.device("cpu")).normalize
+    for name, severity, images, labels, _ in load_cifar10c(c100_root, list(rows), [2], dataset="cifar100"):
+        logits = predict(model.eval(), torch.from_numpy(np.array(images)), normalize, 100)
+        assert logits.shape[1] == 100 and rows[name]["n"] == N
+        assert rows[name]["top1"] == pytest.approx(100 * (logits.argmax(1) == torch.from_numpy(labels)).float().mean().item())
+    assert run["cifar10c_mean_top1"] == pytest.approx((rows["contrast"]["top1"] + rows["gaussian_noise"]["top1"]) / 2)
