@@ -3,6 +3,8 @@
 Each helper writes to a temporary file in the destination's directory (same filesystem, so the
 final ``os.replace`` is atomic), fsyncs it, renames it over the destination, then fsyncs the
 directory so the rename itself survives a power cut. A failed write leaves no temporary behind.
+A file that is nonetheless not whole when read back (edited by hand, another program's) raises
+`UnreadableFile`, which every command reports in one line (exit 2).
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+
+class UnreadableFile(Exception):
+    """A file the harness reads (results, weights) that is there but cannot be read: the message
+    names it, says what is wrong and what rewrites it."""
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_npy"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.run.layout import JobPaths
+from harness.run.layout import JobPaths, UnreadableFile, refusing_unreadable
 
 
 def load_student(folder: Path, arch: str, device: torch.device, num_classes: int = 10):
@@ -28,9 +28,13 @@ def load_student(folder: Path, arch: str, device: torch.device, num_classes: int
 
     model, paths = build_model(arch, num_classes), JobPaths(folder)
     if paths.model.is_file():
-        state = checkpoint.load(paths.model)["state_dict"]
+        state = checkpoint.read_state(paths.model)
     elif paths.checkpoint.is_file():  # an unfinished job: its last completed epoch
-        student = checkpoint.load(paths.checkpoint)["student"]
+        try:
+            student = checkpoint.load(paths.checkpoint)["student"]
+        except Exception as e:  # torch.load raises many kinds on a damaged file
+            raise UnreadableFile(f"{paths.checkpoint}: unreadable ({type(e).__name__}); the next launch "
+                                 "sets it aside and trains the job again") from None
         state = {k[len("model."):]: v for k, v in student.items() if k.startswith("model.")}
     else:
         raise FileNotFoundError(f"{folder} holds no {paths.model.name} or {paths.checkpoint.name}: "
@@ -139,6 +143,7 @@ def draw(info: dict, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+@refusing_unreadable
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.explain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -13,7 +13,7 @@ import torch
 from harness.data import datasets
 from harness.models import checkpoint
 from harness.models import build_model
-from harness.run.layout import JobPaths, State
+from harness.run.layout import JobPaths, State, refusing_unreadable
 
 
 def export(folder: Path, out: Path) -> dict[str, str]:
@@ -31,6 +31,7 @@ def export(folder: Path, out: Path) -> dict[str, str]:
     return {"arch": arch, **metadata}
 
 
+@refusing_unreadable
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.export", description=__doc__)
     parser.add_argument("folder", type=Path, help="a completed job's folder, results/<grid>/jobs/<key>")

@@ -53,8 +53,9 @@ def test_reads_of_a_grid_and_its_job(tmp_path: Path):
     grid = GridPaths(tmp_path)
     atomic_write_json(grid.plan, {"name": "g", "jobs": []})
     job = grid.job("k")
-    atomic_write_json(job.spec, {"key": "k"})
+    spec = {"key": "k", "stage": "student", "method": "kd", "seed": 0, "config": {}, "teachers": []}
+    atomic_write_json(job.spec, spec)
     atomic_write_json(job.slurm, {"task_id": "12_3"})
     atomic_write_json(job.attempts, {"attempts": 2})
-    assert grid.read_plan()["name"] == "g" and job.read_spec() == {"key": "k"}
+    assert grid.read_plan()["name"] == "g" and job.read_spec() == spec
     assert job.read_slurm()["task_id"] == "12_3" and job.read_attempts() == {"attempts": 2}

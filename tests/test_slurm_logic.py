@@ -239,9 +239,10 @@ def test_a_student_whose_teacher_did_not_complete_does_not_start(tmp_path):
 
     grid = GridPaths(tmp_path / "results" / "tiny")
     external = tmp_path / "elsewhere.pt"
-    atomic_write_json(grid.job("t1").spec, {"key": "t1"})
-    atomic_write_json(grid.job("t2").spec, {"key": "t2"})
-    atomic_write_json(grid.job("s").spec, {"key": "s", "teachers": [
+    spec = {"stage": "student", "method": "kd", "seed": 0, "config": {}, "teachers": []}
+    atomic_write_json(grid.job("t1").spec, {**spec, "key": "t1", "stage": "teacher"})
+    atomic_write_json(grid.job("t2").spec, {**spec, "key": "t2", "stage": "teacher"})
+    atomic_write_json(grid.job("s").spec, {**spec, "key": "s", "teachers": [
         ["resnet20", str(grid.job("t1").model)], ["resnet20", str(grid.job("t2").model)], ["resnet56", str(external)]]})
     assert teachers_not_completed(grid.job("s").folder) == ["t1", "t2", str(external)]
     atomic_write_json(grid.job("t1").result, {"status": "completed"})

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from harness.config import grid as gridlib
 from harness.data import datasets
-from harness.run.layout import GridPaths, JobPaths, read_json
+from harness.run.layout import GridPaths, JobPaths, read_json, refusing_unreadable
 from harness.atomic import atomic_write
 
 SCHEMA_VERSION = 1
@@ -127,9 +127,19 @@ def collect(root: Path) -> tuple[pa.Table, pa.Table]:
     write_parquet(pa.Table.from_pylist(confusion, schema=CONFUSION_SCHEMA), grid.confusion_table)
     robustness = [row for j, paths in jobs for row in robustness_rows(j, paths)]
     write_parquet(pa.Table.from_pylist(robustness, schema=ROBUSTNESS_SCHEMA), grid.robustness_table)
+    for path in (p for _, paths in jobs for p in damaged(paths)):
+        print(f"warning: {path}: not JSON (edited or damaged): left out of the tables", file=sys.stderr)
     return runs_table, epochs_table
 
 
+def damaged(paths: JobPaths) -> list[Path]:
+    """A job's files that are there but unreadable: the job writes each atomically, so never half
+    of one; left out of the tables, and said, rather than taken for a job that wrote nothing."""
+    return [p for p in (paths.result, paths.epochs, paths.confusion, paths.robustness, paths.attempts)
+            if p.is_file() and read_json(p) is None]
+
+
+@refusing_unreadable
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.collect",
                                      description="Merge a grid's job folders into runs.parquet and epochs.parquet.")

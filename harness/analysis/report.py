@@ -32,7 +32,7 @@ from harness.analysis import stats
 from harness.analysis.results import (DEFAULT_BASELINES, NO_TEACHERS, REFS, Results, Section, adjust, c10c_images_text, completed, comparisons_text, group, load, sections, summary_rows, teacher_baseline, tests_in)
 from harness.data.corruptions import STANDARD
 from harness.display import make_console
-from harness.run.layout import GridPaths, State
+from harness.run.layout import GridPaths, State, refusing_unreadable
 
 # ---------------------------------------------------------------- tables: text
 
@@ -399,6 +399,7 @@ def unreportable(root: Path) -> str | None:
     return f"no such results folder {root}: launch the grid first (`python -m harness.launch GRID.toml`)"
 
 
+@refusing_unreadable
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

