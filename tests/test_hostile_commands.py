@@ -80,6 +80,8 @@ CASES = [
      lambda g, s: report([str(g), "--no-write"]), "runs.parquet: not a Parquet table"),
     ("report-epochs-truncated", lambda g, s: truncate(g / "epochs.parquet"),
      lambda g, s: report([str(g), "--no-write"]), "epochs.parquet: not a Parquet table"),
+    ("report-baseline-unknown", lambda g, s: None, lambda g, s: report([str(g), "--baseline", "kdd", "--no-write"]),
+     "--baseline kdd: no method of that name in"),
     ("report-not-a-grid", lambda g, s: None, lambda g, s: report([str(g / "jobs")]), "is not a grid's results folder"),
     ("collect-missing", lambda g, s: None, lambda g, s: collect([str(g / "nope")]), "holds no plan.json"),
 ]

@@ -29,7 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.analysis import stats
-from harness.analysis.results import (DEFAULT_BASELINES, NO_TEACHERS, REFS, Results, Section, adjust, c10c_images_text, completed, comparisons_text, group, load, sections, summary_rows, teacher_baseline, tests_in)
+from harness.analysis.results import (DEFAULT_BASELINES, NO_TEACHERS, REFS, Results, Section, adjust, c10c_images_text, completed, comparisons_text, group, load, methods_of, sections, summary_rows, teacher_baseline, tests_in)
 from harness.data.corruptions import STANDARD
 from harness.display import make_console
 from harness.run.layout import GridPaths, State, refusing_unreadable
@@ -418,6 +418,12 @@ def main(argv=None) -> int:
         problem = unreportable(root)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
+            return 2
+    methods = methods_of(args.root)
+    for name in args.baseline or ():
+        if name not in methods:
+            print(f"error: --baseline {name}: no method of that name in {args.root} (its methods: "
+                  f"{', '.join(methods)})", file=sys.stderr)
             return 2
     return report(args.root, args.format, args.compare, write=not args.no_write,
                   baselines=tuple(args.baseline or DEFAULT_BASELINES))

@@ -106,6 +106,11 @@ def _c10c_by_job(rob: pa.Table) -> tuple[dict, dict]:
             dict(zip(uniq.tolist(), images.astype(int).tolist())))
 
 
+def methods_of(root: Path) -> list[str]:
+    """The methods of a grid's runs table, sorted."""
+    return sorted(set(_read(GridPaths(root).runs_table).column("method").to_pylist()))
+
+
 def load(root: Path, baselines: tuple = DEFAULT_BASELINES) -> Results:
     grid = GridPaths(root)
     runs = _read(grid.runs_table).to_pylist()
