@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.run.layout import JobPaths, UnreadableFile, refusing_unreadable
+from harness.cli import positive_int, refusing_unreadable
+from harness.run.layout import JobPaths, UnreadableFile
 
 
 def load_student(folder: Path, arch: str, device: torch.device, num_classes: int = 10):
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.explain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a trained job's folder, results/<grid>/jobs/<key>")
-    parser.add_argument("--images", type=int, default=16, help="how many images (default 16)")
+    parser.add_argument("--images", type=positive_int, default=16, help="how many images (default 16)")
     parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="which images (default test)")
     parser.add_argument("--cam-class", choices=("label", "pred"), help="class the maps explain (default: the job's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the choice of images (default 0)")

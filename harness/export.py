@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
+from harness.cli import refusing_unreadable
 from harness.data import datasets
 from harness.models import checkpoint
 from harness.models import build_model
-from harness.run.layout import JobPaths, State, refusing_unreadable
+from harness.run.layout import JobPaths, State
 
 
 def export(folder: Path, out: Path) -> dict[str, str]:
@@ -41,10 +42,18 @@ def main(argv=None) -> int:
         print(f"error: {args.out}: the file name must end in .safetensors", file=sys.stderr)
         return 2
     try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: {args.out}: cannot write there ({args.out.parent}: {e.strerror})", file=sys.stderr)
+        return 2
+    try:
         metadata = export(args.folder, args.out)
-    except FileNotFoundError as e:  # the folder's job.json, result.json or model.pt
-        print(f"error: {args.folder}: no {Path(e.filename or '?').name}: expected a completed job's folder, "
-              "results/<grid>/jobs/<key>", file=sys.stderr)
+    except FileNotFoundError as e:
+        if Path(e.filename or "").parent != args.folder:  # the output's temporary file: no folder to write in
+            print(f"error: {args.out}: cannot write there ({e.strerror})", file=sys.stderr)
+        else:  # the folder's job.json, result.json or model.pt
+            print(f"error: {args.folder}: no {Path(e.filename).name}: expected a completed job's folder, "
+                  "results/<grid>/jobs/<key>", file=sys.stderr)
         return 2
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)

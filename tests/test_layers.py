@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # lowest first; a module's layer is that of the longest prefix listed
 LAYERS = [
-    ["harness.atomic"],
+    ["harness.atomic", "harness.cli"],
     ["harness.data", "harness.models"],
     ["methods"],
     ["harness.config"],

@@ -16,9 +16,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.cli import refusing_unreadable
 from harness.config import grid as gridlib
 from harness.data import datasets
-from harness.run.layout import GridPaths, JobPaths, read_json, refusing_unreadable
+from harness.run.layout import GridPaths, JobPaths, read_json
 from harness.atomic import atomic_write
 
 SCHEMA_VERSION = 1

@@ -30,9 +30,10 @@ from rich.table import Table
 
 from harness.analysis import stats
 from harness.analysis.results import (DEFAULT_BASELINES, NO_TEACHERS, REFS, Results, Section, adjust, c10c_images_text, completed, comparisons_text, group, load, methods_of, sections, summary_rows, teacher_baseline, tests_in)
+from harness.cli import refusing_unreadable
 from harness.data.corruptions import STANDARD
 from harness.display import make_console
-from harness.run.layout import GridPaths, State, refusing_unreadable
+from harness.run.layout import GridPaths, State
 
 # ---------------------------------------------------------------- tables: text
 

@@ -21,11 +21,12 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from harness.cli import refusing_unreadable
 from harness.config import grid as gridlib
 from harness.display import make_console
 from harness.executors.slurm import queries
 from harness.executors.slurm.queries import ENDED, FINISHED_BAD, MOVING, RUNNING, Task, shown_state
-from harness.run.layout import GridPaths, JobPaths, State, refusing_unreadable
+from harness.run.layout import GridPaths, JobPaths, State
 
 
 def job_rows(root: Path) -> list[dict]:

@@ -43,6 +43,7 @@ from harness.bench.pipeline import bench_augment, bench_plan, bench_report, benc
 from harness.bench.slurm import bench_slurm
 from harness.bench.step import bench_cakd, bench_kd, bench_mate, bench_step
 from harness.bench.timing import Row, device_name
+from harness.cli import positive_int
 from harness.config import precision
 from harness.display import make_console
 
@@ -52,21 +53,14 @@ BENCHES = {"step": bench_step, "kd": bench_kd, "augment": bench_augment, "plan":
 ONLY_WHEN_NAMED = {"slurm", "archs"}  # need a cluster, or take long: not part of the default run
 
 
-def positive(value: str) -> int:
-    """argparse type of --steps, --repeats, --batch: a whole number ≥ 1."""
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number ≥ 1")
-    return int(value)
-
-
 def parse(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", choices=[*BENCHES, []], default=[], metavar="NAME",
                         help=f"benchmarks to run: {', '.join(BENCHES)} (default: all)")
-    parser.add_argument("--steps", type=positive, default=20, help="training steps per timed repeat (default 20)")
-    parser.add_argument("--repeats", type=positive, default=5, help="timed repeats per side (default 5)")
-    parser.add_argument("--batch", type=positive, default=128, help="batch size (default 128)")
+    parser.add_argument("--steps", type=positive_int, default=20, help="training steps per timed repeat (default 20)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed repeats per side (default 5)")
+    parser.add_argument("--batch", type=positive_int, default=128, help="batch size (default 128)")
     parser.add_argument("--precision", choices=precision.CHOICES, default="auto",
                         help="autocast precision (default auto: bf16 where the hardware has it natively, else no)")
     parser.add_argument("--record", action="store_true",

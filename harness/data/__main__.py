@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from harness.cli import positive_int
 from harness.data import datasets as D
 from harness.data.cache import DataError, cache_dir, verify_cache
 from harness.data.sources import NO_NPM, NPM_PACKAGE, NPM_TARBALL_ENV, prepare
@@ -40,13 +41,6 @@ def _root(value: str) -> str:
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{value}: exists and is not a folder")
     return value
-
-
-def _positive(value: str) -> int:
-    """argparse type for --cifar10-c-limit: a whole number ≥ 1."""
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number of images ≥ 1")
-    return int(value)
 
 
 def _folder(value: str) -> str:
@@ -94,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                                f"generate (from the cached test images; needs the {spec.title} cache) | official "
                                f"(Zenodo record {spec.c_zenodo_record}, checksum-verified) | dir:PATH (the published "
                                ".npy files)" + ("" if spec is c10 else "; implies --dataset cifar100"))
-    prep.add_argument("--cifar10-c-limit", "--cifar100-c-limit", dest="c_limit", type=_positive, metavar="N",
+    prep.add_argument("--cifar10-c-limit", "--cifar100-c-limit", dest="c_limit", type=positive_int, metavar="N",
                       help="generate: only the first N test images per severity (quick runs, tests)")
     prep.add_argument("--cifar10-c-seed", "--cifar100-c-seed", dest="c_seed", type=int, default=0, metavar="SEED",
                       help="generate: seed of the random corruptions (default: %(default)s)")

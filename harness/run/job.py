@@ -22,7 +22,8 @@ import traceback
 from pathlib import Path
 
 from harness.atomic import atomic_write_json, open_append, remove_temporaries
-from harness.run.layout import JobPaths, State, read_json, refusing_unreadable
+from harness.cli import refusing_unreadable
+from harness.run.layout import JobPaths, State, read_json
 
 EVENT_PREFIX = "@kd-event "  # marks machine-readable progress lines on stdout
 

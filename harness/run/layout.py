@@ -5,9 +5,7 @@ The one module that names them: `GridPaths` (results/<grid>/) and `JobPaths`
 """
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -38,18 +36,6 @@ class State(str, Enum):
 
 
 FOLDER_STATES = (State.COMPLETED, State.FAILED, State.PARTIAL, State.NEW)
-
-
-def refusing_unreadable(main):
-    """A command's `main(argv)`: an UnreadableFile ends it with its one line and exit 2."""
-    @functools.wraps(main)
-    def wrapped(argv=None) -> int:
-        try:
-            return main(argv)
-        except UnreadableFile as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    return wrapped
 
 
 def read_required_json(path: Path, keys: tuple[str, ...], remedy: str) -> dict:
