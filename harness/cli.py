@@ -1,10 +1,13 @@
-"""What every command shares: argparse types, and the one-line refusal (exit 2) of a file that is
-there but cannot be read (`UnreadableFile`, raised where results and weights are read)."""
+"""What every command shares: argparse types, the one-line refusal (exit 2) of a file that is
+there but cannot be read (`UnreadableFile`, raised where results and weights are read), and an
+interrupt that works however the process was started."""
 from __future__ import annotations
 
 import argparse
 import functools
+import signal
 import sys
+import threading
 
 from harness.atomic import UnreadableFile
 
@@ -26,3 +29,12 @@ def refusing_unreadable(main):
             print(f"error: {e}", file=sys.stderr)
             return 2
     return wrapped
+
+
+def interruptible() -> None:
+    """Make SIGINT (Ctrl-C, `kill -INT`, the launcher stopping its job) raise KeyboardInterrupt even
+    where the process inherited it ignored: a shell starts `cmd &` and `nohup cmd &` of a script so,
+    and Python then installs no handler; the job would then ignore its launcher's stop and be killed
+    30 s later, mid-epoch, instead of ending interrupted at once."""
+    if threading.current_thread() is threading.main_thread():  # signal handlers can be set only there
+        signal.signal(signal.SIGINT, signal.default_int_handler)

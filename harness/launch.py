@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.analysis import collect, report
+from harness.cli import interruptible
 from harness.config import grid as gridlib
 from harness.run.layout import FOLDER_STATES, GridPaths, State
 from harness.atomic import atomic_write_json, atomic_write_text
@@ -58,6 +59,7 @@ def load_plan(args, say=lambda text: None) -> Plan:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    interruptible()
     console = make_console()
     try:
         plan = load_plan(args, console.print)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from harness.run import job as job_runner
 from harness.run.layout import GridPaths, JobPaths, State
@@ -68,11 +69,13 @@ def test_a_link_planted_as_the_log_is_refused_not_followed(write_grid, tmp_path)
     assert run["status"] != State.COMPLETED
 
 
-def _launch_until_first_epoch(write_grid, out: Path) -> tuple[subprocess.Popen, JobPaths]:
-    """A launcher in the background, its one job past its first epoch: (launcher, job folder)."""
+def _launch_until_first_epoch(write_grid, out: Path, sigint_ignored: bool = False) -> tuple[subprocess.Popen, JobPaths]:
+    """A launcher in the background, its one job past its first epoch: (launcher, job folder).
+    `sigint_ignored`: started as a script's `cmd &` starts it, SIGINT ignored (and inherited so)."""
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     proc = subprocess.Popen([sys.executable, "-m", "harness.launch", str(write_grid(executor="local")), "--out",
                              str(out), *ONE, "--set", "train.epochs=8", "--set", "data.limit_train=500"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=ignore)
     jobs = GridPaths(out / "tiny").jobs
     _wait_for(lambda: any(JobPaths(f).epochs.exists() for f in jobs.glob("*")))
     (folder,) = jobs.iterdir()
@@ -91,14 +94,16 @@ def _job_processes(folder: Path) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
-def test_the_launcher_interrupted_alone_stops_its_job_promptly(write_grid, tmp_path):
-    proc, job = _launch_until_first_epoch(write_grid, tmp_path / "out")
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["terminal", "started-in-background"])
+def test_the_launcher_interrupted_alone_stops_its_job_promptly(write_grid, tmp_path, sigint_ignored):
+    proc, job = _launch_until_first_epoch(write_grid, tmp_path / "out", sigint_ignored)
     proc.send_signal(signal.SIGINT)  # to the launcher only, as `kill -INT <pid>` does
     started = time.time()
     assert proc.wait(timeout=120) == 130
     _wait_for(lambda: not _job_processes(job.folder), timeout_s=30)
     assert time.time() - started < 60
     assert not job.result.exists() and job.checkpoint.exists()
+    assert "interrupted: no result" in job.log.read_text()  # it stopped itself, not killed after the grace
 
 
 def test_a_killed_launchers_job_finishes_on_its_own(write_grid, tmp_path):

@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from harness.atomic import atomic_write_json, open_append, remove_temporaries
-from harness.cli import refusing_unreadable
+from harness.cli import interruptible, refusing_unreadable
 from harness.run.layout import JobPaths, State, read_json
 
 EVENT_PREFIX = "@kd-event "  # marks machine-readable progress lines on stdout
@@ -170,6 +170,7 @@ def main(argv=None) -> int:
     parser.add_argument("--events", action="store_true",
                         help=f"print progress events as JSON lines prefixed {EVENT_PREFIX.strip()!r}")
     args = parser.parse_args(argv)
+    interruptible()
     spec = JobPaths(args.folder).spec
     if not spec.is_file():
         print(f"error: no {spec.name} in {args.folder}", file=sys.stderr)
