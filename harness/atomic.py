@@ -25,7 +25,7 @@ class UnreadableFile(Exception):
     """A file the harness reads (results, weights) that is there but cannot be read: the message
     names it, says what is wrong and what rewrites it."""
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_npy"]
+__all__ = ["UnreadableFile", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_npy"]
 
 
 @functools.cache

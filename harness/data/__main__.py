@@ -153,13 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         return _verify(args.root, args.dataset)
     dataset, c_mode = _resolve_dataset(parser, args)
-    try:  # a root that cannot be made or written is a bad argument, not a failed source
-        root = Path(args.root).expanduser()
+    root = Path(args.root).expanduser()  # one that cannot be made or written is a bad argument, not a failed source
+    try:
         root.mkdir(parents=True, exist_ok=True)
-        if not os.access(root, os.W_OK):
-            raise PermissionError(f"[Errno 13] Permission denied: '{root}'")
+        reason = None if os.access(root, os.W_OK) else "Permission denied"
     except OSError as e:
-        parser.error(f"argument --root: {args.root}: cannot write there ({e.strerror or e})")
+        reason = e.strerror
+    if reason:
+        parser.error(f"argument --root: {args.root}: cannot write there ({reason})")
     if c_mode is None or c_mode == "generate":
         # With --cifar10-c, --force rebuilds CIFAR-10-C only: the CIFAR-10 cache it needs is kept.
         rc = prepare(args.root, args.source, force=args.force and c_mode is None,
