@@ -33,8 +33,8 @@ def load_student(folder: Path, arch: str, device: torch.device, num_classes: int
     elif paths.checkpoint.is_file():  # an unfinished job: its last completed epoch
         try:
             student = checkpoint.load(paths.checkpoint)["student"]
-        except Exception as e:  # torch.load raises many kinds on a damaged file
-            raise UnreadableFile(f"{paths.checkpoint}: unreadable ({type(e).__name__}); the next launch "
+        except UnreadableFile as e:
+            raise UnreadableFile(f"{paths.checkpoint}: unreadable ({type(e.__cause__).__name__}); the next launch "
                                  "sets it aside and trains the job again") from None
         state = {k[len("model."):]: v for k, v in student.items() if k.startswith("model.")}
     else:

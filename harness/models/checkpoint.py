@@ -25,7 +25,19 @@ def save(path: Path, obj: Any) -> None:
 
 
 def load(path: Path, device: torch.device | str = "cpu") -> Any:
-    return torch.load(path, map_location=device, weights_only=True)
+    """A torch.save file, read with weights_only=True; UnreadableFile where it is damaged, not one,
+    or holds pickled objects besides tensors (the cause kept as `__cause__`)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        raise UnreadableFile(f"{path}: refused: it holds pickled objects besides tensors ({found.group(1)}; "
+                             "loaded with weights_only=True)" if found else
+                             f"{path}: not a weights file (torch.save or .safetensors)") from e
+    except Exception as e:  # torch.load raises many kinds on a file that is not its own
+        raise UnreadableFile(f"{path}: not a weights file (torch.save or .safetensors): {type(e).__name__}") from e
 
 
 def save_weights(path: Path, arch: str, model: nn.Module) -> None:
@@ -45,21 +57,16 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a weights file: safetensors, ours ({"arch", "state_dict"}) or a bare state
     dict; UnreadableFile where the file is none of them (pickled code among them: weights_only)."""
     path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             return load_file(path)
-        obj = load(path)
-    except FileNotFoundError:
-        raise
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        raise UnreadableFile(f"{path}: refused: it holds pickled objects besides tensors ({found.group(1)}; "
-                             "loaded with weights_only=True)" if found else
-                             f"{path}: not a weights file (torch.save or .safetensors)") from None
-    except Exception as e:  # torch.load and safetensors raise many kinds on a file that is not theirs
-        raise UnreadableFile(f"{path}: not a weights file (torch.save or .safetensors): {type(e).__name__}") from None
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # safetensors raises several kinds on a file that is not its own
+            raise UnreadableFile(f"{path}: not a weights file (torch.save or .safetensors): {type(e).__name__}") from e
+    obj = load(path)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict):
         raise UnreadableFile(f"{path}: not a state dict")

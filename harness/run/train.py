@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.atomic import UnreadableFile
 from harness.models import checkpoint
 from harness.config import precision
 from harness.run import robustness, teacher_cache, tracking
@@ -332,10 +333,10 @@ class Progress:
             return None
         try:
             return checkpoint.load(path, device)
-        except Exception as e:  # torch.load raises many kinds on a damaged file
+        except UnreadableFile as e:
             aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
             path.rename(aside)
-            self.set_aside = f"{path.name} was unreadable ({type(e).__name__}): set aside as {aside.name}"
+            self.set_aside = f"{path.name} was unreadable ({type(e.__cause__).__name__}): set aside as {aside.name}"
             return None
 
     def add(self, row: dict, model: nn.Module) -> None:
