@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.atomic import UnreadableFile
 from harness.cli import positive_int, refusing_unreadable
-from harness.run.layout import JobPaths, UnreadableFile
+from harness.run.layout import JobPaths
 
 
 def load_student(folder: Path, arch: str, device: torch.device, num_classes: int = 10):

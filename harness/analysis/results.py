@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.analysis import stats
+from harness.atomic import UnreadableFile
 from harness.data import datasets
 from harness.data.corruptions import STANDARD
-from harness.run.layout import GridPaths, State, UnreadableFile
+from harness.run.layout import GridPaths, State
 
 CE = "ce"  # the teacher-free baseline every student table compares with
 NO_TEACHERS = "none"  # teacher_set of a job without teachers
