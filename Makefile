@@ -24,6 +24,7 @@ data: setup
 
 demo: data
 	$(PY) -m harness.launch grids/quick.toml
+	$(PY) -m harness.report results/quick
 
 test: setup
 	$(PY) -m pytest -q
