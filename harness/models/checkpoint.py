@@ -33,11 +33,18 @@ def load(path: Path, device: torch.device | str = "cpu") -> Any:
         raise
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if not found:
+            raise not_weights(path) from e
         raise UnreadableFile(f"{path}: refused: it holds pickled objects besides tensors ({found.group(1)}; "
-                             "loaded with weights_only=True)" if found else
-                             f"{path}: not a weights file (torch.save or .safetensors)") from e
+                             "loaded with weights_only=True)") from e
     except Exception as e:  # torch.load raises many kinds on a file that is not its own
-        raise UnreadableFile(f"{path}: not a weights file (torch.save or .safetensors): {type(e).__name__}") from e
+        raise not_weights(path, e) from e
+
+
+def not_weights(path: Path, error: Exception | None = None) -> UnreadableFile:
+    """The refusal of a file that is neither a torch.save nor a safetensors file."""
+    return UnreadableFile(f"{path}: not a weights file (torch.save or .safetensors)"
+                          + (f": {type(error).__name__}" if error else ""))
 
 
 def save_weights(path: Path, arch: str, model: nn.Module) -> None:
@@ -65,7 +72,7 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
         except FileNotFoundError:
             raise
         except Exception as e:  # safetensors raises several kinds on a file that is not its own
-            raise UnreadableFile(f"{path}: not a weights file (torch.save or .safetensors): {type(e).__name__}") from e
+            raise not_weights(path, e) from e
     obj = load(path)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict):
