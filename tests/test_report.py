@@ -323,3 +323,16 @@ def test_the_report_reads_every_committed_reference_result(folder, capsys):
     assert report.main([str(folder), "--no-write"]) == 0
     out = capsys.readouterr().out
     assert "test top-1" in out and "Traceback" not in out
+
+
+def test_the_cost_says_where_each_jobs_hours_come_from(tmp_path):
+    runs = [{**run("c0", "student", "ce", 0, "none", 90.0), "cpu_hours": 1.5},
+            {**run("c1", "student", "ce", 1, "none", 91.0), "cpu_hours": 0.5, "gpu_hours": 0.25, "slurm_job_id": "42_1"},
+            run("c2", "student", "ce", 2, "none", 92.0)]
+    res = results.Results(root=tmp_path, runs=runs, epochs=None, confusion=None, robustness=None)
+    assert report.cost(res) == [
+        "- total wall time of the jobs: 0.08 h (300 s over 3 jobs)",
+        "- CPU-hours: 2.00 (1 job from SLURM accounting, 1 job from their own processes' CPU time)",
+        "- GPU-hours: 0.25 (1 job from SLURM accounting)"]
+    assert report.cost(results.Results(root=tmp_path, runs=runs[2:], epochs=None, confusion=None, robustness=None))[1] == \
+        "- CPU/GPU-hours: not recorded"

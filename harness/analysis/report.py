@@ -262,12 +262,21 @@ def cost(res: Results) -> list[str]:
     wall = sum(r["wall_time_s"] or 0 for r in res.runs)
     lines = [f"- total wall time of the jobs: {wall / 3600:.2f} h ({wall:.0f} s over {len(res.runs)} jobs)"]
     for col, what in (("cpu_hours", "CPU-hours"), ("gpu_hours", "GPU-hours")):
-        vals = [r[col] for r in res.runs if r.get(col) is not None]
-        if vals:
-            lines.append(f"- {what} (SLURM accounting, {len(vals)} jobs): {sum(vals):.2f}")
+        rows = [r for r in res.runs if r.get(col) is not None]
+        if rows:
+            lines.append(f"- {what}: {sum(r[col] for r in rows):.2f} ({_cost_sources(rows)})")
     if len(lines) == 1:
-        lines.append("- CPU/GPU-hours: not recorded (no SLURM accounting)")
+        lines.append("- CPU/GPU-hours: not recorded")
     return lines
+
+
+def _cost_sources(rows: list[dict]) -> str:
+    """Where a job's hours come from: SLURM's accounting for a SLURM job, else the job's own processes."""
+    slurm = sum(1 for r in rows if r.get("slurm_job_id"))
+    own = len(rows) - slurm
+    parts = [f"{slurm} job{'s' * (slurm != 1)} from SLURM accounting" if slurm else "",
+             f"{own} job{'s' * (own != 1)} from their own processes' CPU time" if own else ""]
+    return ", ".join(p for p in parts if p)
 
 
 def write_markdown(res: Results, tables: list[TableText], figures: list[str]) -> Path:
