@@ -2,6 +2,7 @@
 report.md, the PNG figures, partial grids, formats, --compare."""
 import json
 import math
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -336,3 +337,19 @@ def test_the_cost_says_where_each_jobs_hours_come_from(tmp_path):
         "- GPU-hours: 0.25 (1 job from SLURM accounting)"]
     assert report.cost(results.Results(root=tmp_path, runs=runs[2:], epochs=None, confusion=None, robustness=None))[1] == \
         "- CPU/GPU-hours: not recorded"
+
+
+def test_the_readme_results_table_quotes_the_committed_study():
+    """The README's Results table is the committed study's, number for number (mean ± std of test top-1)."""
+    root = Path(__file__).resolve().parents[1]
+    section = (root / "README.md").read_text().split("## Results\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([\w+]+)` \| [^|]+ \| ([\d.]+) ± ([\d.]+) \|", section, flags=re.M)
+    quoted = {method: (float(mean), float(sd)) for method, mean, sd in rows}
+    runs = [r for r in results.load(root / "results" / "reference" / "study").runs
+            if r["stage"] == "student" and r["status"] == "completed"]
+    top1 = {}
+    for r in runs:
+        top1.setdefault(r["method"], []).append(r["test_top1"])
+    assert sorted(quoted) == sorted(top1)
+    for method, (mean, sd) in quoted.items():
+        assert (mean, sd) == (round(st.tmean(top1[method]), 2), round(st.tstd(top1[method]), 2)), method
