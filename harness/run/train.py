@@ -24,7 +24,7 @@ from harness.models import checkpoint
 from harness.config import precision
 from harness.run import robustness, teacher_cache, tracking
 from harness.run.layout import JobPaths
-from harness.data import load_dataset
+from harness.data import DataError, load_dataset
 from harness.data.device import DeviceData
 from harness.run.evaluate import job_metrics, predict
 from harness.models import build_model
@@ -161,7 +161,11 @@ def build_trainer(config: dict, runtime: dict, cifar, teachers: list[tuple[str, 
 def run_training(spec: dict, folder: Path, emit: Emit) -> dict:
     """Train the job described by `spec` (see harness.run.job) in `folder`; return its metrics."""
     config, data_cfg = spec["config"], spec["config"]["data"]
-    cifar = load_dataset(spec["data_root"], data_cfg.get("dataset", "cifar10"), val_size=data_cfg["val_size"],
+    dataset = data_cfg.get("dataset", "cifar10")
+    problem = robustness.check_cache(spec["data_root"], spec["runtime"].get("eval") or {}, dataset)
+    if problem:  # launch asks this before submitting; a job started by hand asks it before its first epoch
+        raise DataError(problem)
+    cifar = load_dataset(spec["data_root"], dataset, val_size=data_cfg["val_size"],
                          split_seed=data_cfg["split_seed"], limit_train=data_cfg["limit_train"],
                          limit_test=data_cfg["limit_test"])
     names = spec["teacher_set"].split("+") if spec.get("teachers") else []
