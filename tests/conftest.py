@@ -60,3 +60,15 @@ def write_grid(tmp_path, cifar_root):
         return path
 
     return write
+
+
+def planned_jobs(grid: Path, out: Path, *options: str) -> list:
+    """What `launch` writes before it queues anything (its job folders, not run): their JobPaths."""
+    from harness.launch import load_plan, parse_args, write_plan
+    from harness.run.layout import GridPaths
+
+    args = parse_args([str(grid), "--out", str(out), *options])
+    plan = load_plan(args)
+    root = out / plan.grid["name"]
+    write_plan(plan, root, args)
+    return [GridPaths(root).job(job.key) for job in plan.jobs]

@@ -189,21 +189,16 @@ def test_a_two_process_ddp_job_under_torchrun(write_grid, tmp_path):
     """A job planned for two GPUs (as a SLURM grid with gpus_per_job = 2 plans it: the rank count
     is in its key) and run by torchrun, one rank per GPU over NCCL; rank 0 writes."""
     from harness.analysis import collect
-    from harness.launch import load_plan, parse_args, write_plan
+    from tests.conftest import planned_jobs
 
     out = tmp_path / "out"
-    args = parse_args([str(write_grid(executor="slurm")), "--out", str(out), "--set", "grid.method=['ce']",
-                       *sets(**{"grid.seed": "[0]", "train.epochs": "2", "cluster.gpus_per_job": "2"})])
-    plan = load_plan(args)
-    root = out / plan.grid["name"]
-    write_plan(plan, root, args)  # what the launcher writes before it queues anything
-    (job,) = plan.jobs
-    paths = GridPaths(root).job(job.key)
+    (paths,) = planned_jobs(write_grid(executor="slurm"), out, "--set", "grid.method=['ce']",
+                            *sets(**{"grid.seed": "[0]", "train.epochs": "2", "cluster.gpus_per_job": "2"}))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     done = subprocess.run([*torchrun, "-m", "harness.job", str(paths.folder)], cwd=ROOT, env=env_with_gpus("0,1"),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:] + tail(paths.log)
-    collect.collect(root)
+    collect.collect(out / "tiny")
     (run,), epochs = completed(out)
     assert run["world_size"] == 2 and run["device"] == "cuda:0" and len(epochs) == 2
     assert run["test_top1"] is not None and 0 <= run["test_ece"] <= 100

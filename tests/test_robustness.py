@@ -226,17 +226,13 @@ def test_launch_refuses_eval_the_cache_cannot_serve(tmp_path, c_root, capsys):
 def test_a_job_started_by_hand_checks_its_eval_data_before_training(tmp_path, cifar_root):
     """launch refuses a grid whose CIFAR-10-C is missing; `python -m harness.job` on a planned folder
     (another machine, data not copied) fails before its first epoch, not after the last."""
-    from harness.launch import load_plan, parse_args, write_plan
     from harness.run import job as job_module
-    from tests.conftest import TINY_GRID
+    from tests.conftest import TINY_GRID, planned_jobs
 
     path = tmp_path / "g.toml"
     path.write_text(TINY_GRID.format(root=cifar_root, executor="local") + '[eval]\ncorruptions = ["contrast"]\n')
-    args = parse_args([str(path), "--out", str(tmp_path / "out"), "--set", "grid.method=['ce']",
-                       "--set", "grid.seed=[0]"])
-    plan = load_plan(args)
-    write_plan(plan, tmp_path / "out" / "tiny", args)  # what launch writes; cifar_root has no CIFAR-10-C
-    folder = GridPaths(tmp_path / "out" / "tiny").job(plan.jobs[0].key).folder
+    (job,) = planned_jobs(path, tmp_path / "out", "--set", "grid.method=['ce']", "--set", "grid.seed=[0]")
+    folder = job.folder  # cifar_root has no CIFAR-10-C
     result = job_module.run(folder)
     assert result["status"] == "failed" and "[eval] corruptions: no CIFAR-10-C cache" in result["error"]
     assert "--cifar10-c generate" in result["error"]

@@ -261,17 +261,14 @@ def test_under_ddp_rank_0_alone_logs(tmp_path, cifar_root, wandb_env, mlflow_tem
     event file, one MLflow run, each epoch once, one W&B run (accelerate's W&B tracker alone would
     start one on every rank)."""
     from harness.analysis import collect
-    from harness.launch import load_plan, parse_args, write_plan
+    from tests.conftest import planned_jobs
 
     out = tmp_path / "out"
     with_store(out, mlflow_template)
     grid = grid_file(tmp_path, cifar_root, ["tensorboard", "mlflow", "wandb"], executor="slurm")
     before = set(wandb_runs(wandb_env))
-    args = parse_args([str(grid), "--out", str(out), *TINY, "--set", "grid.seed=[0]", "--set", "cluster.tasks_per_job=2"])
-    plan = load_plan(args)
-    write_plan(plan, out / "tiny", args)  # what the launcher writes before it queues anything
-    (job,) = plan.jobs
-    folder = out / "tiny" / "jobs" / job.key
+    (job,) = planned_jobs(grid, out, *TINY, "--set", "grid.seed=[0]", "--set", "cluster.tasks_per_job=2")
+    folder = job.folder
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     done = subprocess.run([*torchrun, "-m", "harness.job", str(folder)], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
@@ -279,7 +276,7 @@ def test_under_ddp_rank_0_alone_logs(tmp_path, cifar_root, wandb_env, mlflow_tem
     collect.collect(out / "tiny")
     (run,), epochs = tables(out)
     assert run["status"] == "completed" and run["world_size"] == 2
-    spec = spec_of(out, job.key)
+    spec = spec_of(out, folder.name)
     assert len(list(tensorboard_dir(out, spec).glob("events.out.tfevents.*"))) == 1
     assert_epochs_logged(out, spec, epochs)
     client, (mlrun,) = mlflow_runs(out)
